@@ -1,0 +1,82 @@
+"""Slow tier: each VARIANTS project runs its own toolchain, exactly as its developers would.
+
+`uv lock` + `uv sync --locked` (in the `synced_project` fixture), then the project's pytest suite
+on its own database (PostgreSQL for the postgres variant), ruff, pending migrations and Django's
+system checks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import VARIANTS, database_url, uv
+
+pytestmark = pytest.mark.slow
+
+SyncedProject = Callable[[str], Path]
+
+
+@pytest.fixture(params=sorted(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def project(variant: str, synced_project: SyncedProject) -> Path:
+    return synced_project(variant)
+
+
+@pytest.fixture
+def database_env(variant: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """DATABASE_URL for the variant: its own database on the test server for PostgreSQL variants."""
+    if VARIANTS[variant]["database"] != "postgres":
+        return {}
+    server = request.getfixturevalue("postgres_url")
+    return {"DATABASE_URL": database_url(server, f"tpl_{variant.replace('-', '_')}")}
+
+
+def manage(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return uv(project, "run", "--locked", "python", "manage.py", *args, env=env).stdout
+
+
+def test_generated_suite_passes(project: Path, database_env: dict[str, str]) -> None:
+    # pytest-django creates and drops test_<name> itself.
+    uv(project, "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider", env=database_env)
+
+
+def test_ruff_check_passes(project: Path) -> None:
+    uv(project, "run", "--locked", "ruff", "check", "--no-cache", ".")
+
+
+def test_ruff_format_check_passes(project: Path) -> None:
+    uv(project, "run", "--locked", "ruff", "format", "--check", "--no-cache", ".")
+
+
+def test_no_pending_migrations(project: Path, database_env: dict[str, str]) -> None:
+    manage(project, "makemigrations", "--check", "--dry-run", env=database_env)
+
+
+def test_system_checks_pass(project: Path, database_env: dict[str, str]) -> None:
+    manage(project, "check", "--fail-level", "WARNING", env=database_env)
+
+
+@pytest.mark.parametrize("target", ["local", "google"])
+def test_task_backends_follow_the_answers(project: Path, variant: str, target: str) -> None:
+    """google_backends decides which backend serves each alias; TASKS_TARGET=local swaps in the worker."""
+    script = "import json; from django.conf import settings; print(json.dumps(settings.TASKS))"
+    tasks = json.loads(manage(project, "shell", "--no-imports", "-c", script, env={"TASKS_TARGET": target}))
+    chosen = VARIANTS[variant]["google_backends"]
+    expected_google = {
+        "default": "CloudTasksBackend" if "cloud_tasks" in chosen else "CloudRunJobsBackend",
+    }
+    if {"cloud_tasks", "cloud_run_jobs"} <= set(chosen):
+        expected_google["jobs"] = "CloudRunJobsBackend"
+    backends = {alias: config["BACKEND"].rsplit(".", 1)[-1] for alias, config in tasks.items()}
+    if target == "google":
+        assert backends == expected_google
+    else:
+        assert backends == dict.fromkeys(expected_google, "ProcessBackend")
