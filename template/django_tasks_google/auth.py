@@ -1,0 +1,271 @@
+"""Authentication of pushes from Cloud Tasks and Cloud Scheduler by their Google-signed ID token.
+
+Both services attach ``Authorization: Bearer <ID token>`` when the task or job has an
+``oidc_token``: an RS256 JWT signed by Google for the configured service account, with ``aud`` the
+configured audience. ``verify_push`` accepts a push only if
+
+* the signature verifies against Google's published certificates (``certs_url``; fetched with
+  ``requests``, cached in-process for the response's ``Cache-Control: max-age`` and fetched again
+  when a token names a key id not seen yet: Google rotates its keys),
+* ``iat``/``exp`` hold, give or take ``clock_skew_seconds`` (a few seconds of drift between
+  Google's clock and ours must not turn into 401s and retries),
+* ``aud`` is the configured audience and ``iss`` is Google,
+* ``email`` is the configured service account and ``email_verified`` is true.
+
+Outcomes, as ``PushAuthError.status``: 401 when the caller is not authenticated (no or malformed
+header, bad signature, expired, wrong audience or issuer, unknown key); 403 when it is
+authenticated as someone else (another or an unverified email); 503 when Google's certificates
+cannot be fetched (our outage: the pusher retries). Headers such as ``X-CloudTasks-*`` are
+caller-controlled and must not be trusted before this check passes.
+
+Private Cloud Run services (``--no-allow-unauthenticated``): Cloud Run itself verifies the token
+and the caller's ``roles/run.invoker`` permission, then forwards the token to the container with
+its signature replaced by ``SIGNATURE_REMOVED_BY_GOOGLE``. Such a token cannot be verified here;
+``trust_platform_signature=True`` accepts it on the strength of Cloud Run's check and still
+checks every claim (times, audience, issuer, email). Enable it ONLY for a service that requires
+IAM authentication: on a public service anyone could forge such a token. Off by default; a
+stripped token is then refused with a message that points at the option.
+
+Verification uses google-auth's ``google.auth.jwt.decode`` (signature, times, audience) on
+certificates cached here, rather than ``google.oauth2.id_token.verify_token``, which downloads
+the certificates on every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from django.http import HttpRequest
+from google.auth import exceptions as google_auth_exceptions
+from google.auth import jwt as google_jwt
+
+logger = logging.getLogger(__name__)
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
+DEFAULT_CLOCK_SKEW_SECONDS = 10
+SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
+
+CERTS_FETCH_TIMEOUT_SECONDS = 5.0
+# Used when the certs response carries no max-age (Google's does: several hours).
+CERTS_DEFAULT_MAX_AGE_SECONDS = 300
+# A token with an unknown key id triggers a refetch at most this often, so a flood of forged
+# tokens cannot turn into a flood of requests to Google.
+CERTS_REFETCH_COOLDOWN_SECONDS = 5.0
+
+
+class PushAuthError(Exception):
+    """A push was refused; ``status`` is the HTTP status to answer with (401, 403 or 503)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def verify_push(
+    request: HttpRequest,
+    *,
+    audience: str | Sequence[str],
+    service_account: str | Sequence[str],
+    certs_url: str = GOOGLE_CERTS_URL,
+    clock_skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS,
+    trust_platform_signature: bool = False,
+) -> dict[str, Any]:
+    """Authenticate a push by its ``Authorization: Bearer`` ID token; return the token's claims.
+
+    ``audience`` and ``service_account`` may each be one value or several accepted ones (for
+    example the ``*.run.app`` URL and a custom domain). Raises ``PushAuthError``.
+    """
+    return verify_id_token(
+        bearer_token(request),
+        audience=audience,
+        service_account=service_account,
+        certs_url=certs_url,
+        clock_skew_seconds=clock_skew_seconds,
+        trust_platform_signature=trust_platform_signature,
+    )
+
+
+def bearer_token(request: HttpRequest) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or PushAuthError(401)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise PushAuthError(401, "Missing or malformed Authorization header; expected 'Bearer <ID token>'.")
+    return token.strip()
+
+
+def verify_id_token(
+    token: str,
+    *,
+    audience: str | Sequence[str],
+    service_account: str | Sequence[str],
+    certs_url: str = GOOGLE_CERTS_URL,
+    clock_skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS,
+    trust_platform_signature: bool = False,
+) -> dict[str, Any]:
+    """``verify_push`` for a bare token (see the module docstring for every check)."""
+    audiences = _non_empty_list(audience, "audience")
+    accounts = {email.lower() for email in _non_empty_list(service_account, "service_account")}
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise PushAuthError(401, "Malformed ID token.")
+    if segments[2] == SIGNATURE_REMOVED:
+        if not trust_platform_signature:
+            raise PushAuthError(
+                401,
+                "The ID token's signature was removed by Cloud Run (a private service forwards tokens "
+                "it has verified that way); enable trust_platform_signature for such a service.",
+            )
+        claims = _decode_unverified(f"{segments[0]}.{segments[1]}.")
+        _check_times(claims, clock_skew_seconds)
+        if claims.get("aud") not in audiences:
+            raise PushAuthError(401, f"Invalid ID token: wrong audience {claims.get('aud')!r}.")
+    else:
+        claims = _decode_verified(token, audiences, certs_url, clock_skew_seconds)
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        raise PushAuthError(401, f"Invalid ID token: issuer {claims.get('iss')!r} is not Google.")
+    email = claims.get("email")
+    if not isinstance(email, str) or email.lower() not in accounts:
+        raise PushAuthError(403, f"Unexpected caller: {email!r} is not the configured service account.")
+    if claims.get("email_verified") is not True:
+        raise PushAuthError(403, f"Unexpected caller: the email {email!r} is not verified.")
+    return claims
+
+
+def clear_certs_cache() -> None:
+    """Forget every cached certificate set (tests; or to force a refetch after a key incident)."""
+    with _caches_lock:
+        _caches.clear()
+
+
+def _decode_verified(
+    token: str, audiences: list[str], certs_url: str, clock_skew_seconds: int
+) -> dict[str, Any]:
+    try:
+        header = google_jwt.decode_header(token)
+    except (ValueError, google_auth_exceptions.GoogleAuthError):
+        raise PushAuthError(401, "Malformed ID token.") from None
+    if header.get("alg") != "RS256":
+        raise PushAuthError(401, f"Invalid ID token: unsupported algorithm {header.get('alg')!r}.")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise PushAuthError(401, "Invalid ID token: no key id.")
+    certificate = _certs_cache(certs_url).certificate(kid)
+    try:
+        claims = google_jwt.decode(
+            token, certs={kid: certificate}, audience=audiences, clock_skew_in_seconds=clock_skew_seconds
+        )
+    except (ValueError, TypeError, google_auth_exceptions.GoogleAuthError) as exc:
+        raise PushAuthError(401, f"Invalid ID token: {exc}") from None
+    return dict(claims)
+
+
+def _decode_unverified(token: str) -> dict[str, Any]:
+    try:
+        return dict(google_jwt.decode(token, verify=False))
+    except (ValueError, google_auth_exceptions.GoogleAuthError):
+        raise PushAuthError(401, "Malformed ID token.") from None
+
+
+def _check_times(claims: Mapping[str, Any], clock_skew_seconds: int) -> None:
+    """The ``iat``/``exp`` checks google-auth makes, for tokens whose signature Cloud Run checked."""
+    issued_at, expires_at = claims.get("iat"), claims.get("exp")
+    if not isinstance(issued_at, int | float) or not isinstance(expires_at, int | float):
+        raise PushAuthError(401, "Invalid ID token: iat and exp are required.")
+    now = time.time()
+    if now < issued_at - clock_skew_seconds:
+        raise PushAuthError(401, "Invalid ID token: token used too early.")
+    if now > expires_at + clock_skew_seconds:
+        raise PushAuthError(401, "Invalid ID token: token expired.")
+
+
+def _non_empty_list(value: str | Sequence[str], name: str) -> list[str]:
+    values = [value] if isinstance(value, str) else list(value)
+    if not values or not all(isinstance(item, str) and item for item in values):
+        # A configuration error, not the caller's: google-auth would skip the audience check.
+        raise ValueError(f"{name} must be a non-empty string or list of strings.")
+    return values
+
+
+# --- Google's certificates, cached per URL ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Certs:
+    by_kid: dict[str, str]
+    fetched_at: float  # time.monotonic()
+    expires_at: float
+
+
+class _CertsCache:
+    """The certificates of one certs URL; thread-safe, one fetch at a time."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._certs: _Certs | None = None
+
+    def certificate(self, kid: str) -> str:
+        certs = self._certs
+        if certs is not None and time.monotonic() < certs.expires_at and kid in certs.by_kid:
+            return certs.by_kid[kid]
+        with self._lock:  # one fetch at a time; waiting threads then find the fresh certificates
+            certs, now = self._certs, time.monotonic()
+            if (
+                certs is None
+                or now >= certs.expires_at
+                or (kid not in certs.by_kid and now - certs.fetched_at >= CERTS_REFETCH_COOLDOWN_SECONDS)
+            ):
+                certs = self._certs = self._fetch()
+            if kid not in certs.by_kid:
+                raise PushAuthError(401, f"Invalid ID token: no certificate for key id {kid!r}.")
+            return certs.by_kid[kid]
+
+    def _fetch(self) -> _Certs:
+        try:
+            response = requests.get(self.url, timeout=CERTS_FETCH_TIMEOUT_SECONDS)
+            response.raise_for_status()
+            by_kid = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            logger.warning("Could not fetch Google's ID token certificates from %s: %s", self.url, exc)
+            raise PushAuthError(
+                503, "Google's token certificates are unavailable; try again later."
+            ) from None
+        if not isinstance(by_kid, dict) or not all(isinstance(v, str) for v in by_kid.values()):
+            logger.warning("Unexpected certificates document at %s", self.url)
+            raise PushAuthError(503, "Google's token certificates are unavailable; try again later.")
+        now = time.monotonic()
+        return _Certs(by_kid, fetched_at=now, expires_at=now + _freshness_seconds(response.headers))
+
+
+def _freshness_seconds(headers: Mapping[str, str]) -> float:
+    """How long a response may be reused: Cache-Control max-age minus Age (RFC 9111)."""
+    directives = [part.strip().lower() for part in headers.get("Cache-Control", "").split(",")]
+    if "no-store" in directives or "no-cache" in directives:
+        return 0.0
+    max_age: float = CERTS_DEFAULT_MAX_AGE_SECONDS
+    for directive in directives:
+        name, _, value = directive.partition("=")
+        if name == "max-age" and value.strip().isdigit():
+            max_age = int(value)
+    age = headers.get("Age", "").strip()
+    return max(0.0, max_age - (int(age) if age.isdigit() else 0))
+
+
+_caches_lock = threading.Lock()
+_caches: dict[str, _CertsCache] = {}
+
+
+def _certs_cache(url: str) -> _CertsCache:
+    with _caches_lock:
+        cache = _caches.get(url)
+        if cache is None:
+            cache = _caches[url] = _CertsCache(url)
+        return cache

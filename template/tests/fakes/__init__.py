@@ -1,0 +1,1 @@
+"""In-process fakes of Google's APIs and of Google as an OIDC issuer, for the test suite."""
