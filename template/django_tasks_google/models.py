@@ -1,0 +1,247 @@
+"""Stored state: one TaskExecution per enqueued task, one ScheduledTask per cron definition.
+
+Field names and tables match the published django-tasks-google package, so a database it created
+migrates forward (its migrations 0001-0004 are reproduced; ours start at 0005).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from traceback import format_exception
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.tasks import TaskResult, TaskResultStatus, task_backends
+from django.tasks.base import TaskError as DjangoTaskError
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from . import base
+
+if TYPE_CHECKING:
+    from .backends.base import DjangoTasksGoogleBackend
+
+FINISHED_STATUSES = (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+
+
+def error_entry(exception: BaseException) -> dict[str, str]:
+    """The stored form of an error: what Django's TaskError needs."""
+    exception_type = type(exception)
+    return {
+        "exception_class_path": f"{exception_type.__module__}.{exception_type.__qualname__}",
+        "traceback": "".join(format_exception(exception)),
+    }
+
+
+def load_task(module_path: str) -> base.DjangoTask:
+    """The Task object at `module_path`, or a stand-in whose function raises ImportError."""
+    try:
+        task = import_string(module_path)
+    except ImportError as exc:
+        func = base.task_function_missing(module_path, exc)
+        return base.build_task_unvalidated(base.Task, func=func)
+    if not isinstance(task, base.DjangoTask):
+        func = base.task_function_missing(module_path, TypeError(f"{module_path} is not a Task"))
+        return base.build_task_unvalidated(base.Task, func=func)
+    return task
+
+
+class TaskExecution(models.Model):
+    """One enqueued task: its definition, arguments, status, attempts, lease and result."""
+
+    priority = models.IntegerField(default=0)
+    module_path = models.TextField()
+    backend_alias = models.TextField(default="default")
+    queue_name = models.TextField(default="default")
+    run_after = models.DateTimeField(null=True)
+    takes_context = models.BooleanField(default=False)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    # Per-attempt time limit of the task (None: the platform's default).
+    timeout = models.DurationField(null=True, blank=True)
+
+    status = models.TextField(choices=TaskResultStatus.choices, default=TaskResultStatus.READY)
+    enqueued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+    last_attempted_at = models.DateTimeField(null=True)
+    # Clipped to the backend's max_history_entries; `attempts` keeps the true count.
+    errors = models.JSONField(default=list)
+    worker_ids = models.JSONField(default=list)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.IntegerField(null=True)
+    return_value = models.JSONField(null=True)
+
+    cancelled_at = models.DateTimeField(null=True)
+    force_cancel = models.BooleanField(default=False)
+
+    # The attempt holding the lease may write the row; the lease always expires, so a crashed
+    # holder never blocks the task for longer than heartbeat_timeout_seconds.
+    lease_worker_id = models.TextField(null=True)  # noqa: DJ001 (NULL = no lease; the published schema)
+    lease_expires_at = models.DateTimeField(null=True)
+
+    # NULL, not "", while unknown: the columns are unique (and the published schema has them so).
+    cloud_task_name = models.TextField(null=True, unique=True)  # noqa: DJ001
+    cloud_run_job_execution_name = models.TextField(null=True, unique=True)  # noqa: DJ001
+
+    class Meta:
+        indexes = (
+            # The local worker's poll: READY rows of its aliases and queues whose run_after passed.
+            models.Index(
+                fields=["status", "backend_alias", "queue_name", "run_after"], name="dtg_execution_poll_idx"
+            ),
+            # Recovery of RUNNING rows whose lease expired.
+            models.Index(fields=["status", "lease_expires_at"], name="dtg_execution_lease_idx"),
+            # The admin's default ordering and date hierarchy.
+            models.Index(fields=["enqueued_at"], name="dtg_execution_enqueued_idx"),
+        )
+
+    def __str__(self) -> str:
+        return f"TaskExecution id={self.pk} path={self.module_path} status={self.status}"
+
+    @property
+    def backend(self) -> DjangoTasksGoogleBackend:
+        from .backends.base import DjangoTasksGoogleBackend
+
+        backend = task_backends[self.backend_alias]
+        if not isinstance(backend, DjangoTasksGoogleBackend):
+            raise TypeError(f"Task backend {self.backend_alias!r} is not a django_tasks_google backend")
+        return backend
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def task(self) -> base.DjangoTask:
+        """The task as it was enqueued. Not re-validated: old rows stay readable after settings change."""
+        default = load_task(self.module_path)
+        fields = base.task_fields(default)
+        fields.update(
+            priority=self.priority,
+            backend=self.backend_alias,
+            queue_name=self.queue_name,
+            run_after=self.run_after,
+            takes_context=self.takes_context,
+        )
+        task_class = type(default)
+        if "timeout" in fields or task_class is base.Task:
+            fields["timeout"] = self.timeout
+        return base.build_task_unvalidated(task_class, **fields)
+
+    @property
+    def task_errors(self) -> list[DjangoTaskError]:
+        return [
+            DjangoTaskError(exception_class_path=entry["exception_class_path"], traceback=entry["traceback"])
+            for entry in self.errors
+        ]
+
+    def to_task_result(self, task: base.DjangoTask | None = None) -> TaskResult:
+        """Django's TaskResult for this row (pass `task` to skip importing it again)."""
+        result = TaskResult(
+            task=task if task is not None else self.task,
+            id=str(self.pk),
+            status=TaskResultStatus(self.status),
+            enqueued_at=self.enqueued_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            last_attempted_at=self.last_attempted_at,
+            args=self.args,
+            kwargs=self.kwargs,
+            backend=self.backend_alias,
+            errors=self.task_errors,
+            worker_ids=list(self.worker_ids),
+        )
+        object.__setattr__(result, "_return_value", self.return_value)
+        return result
+
+    @property
+    def task_result(self) -> TaskResult:
+        return self.to_task_result()
+
+    def cancel(self, *, force: bool = False) -> bool:
+        """Cancel this execution unless it already finished; returns whether it was cancelled.
+
+        One conditional UPDATE, so it is atomic on every database (also in autocommit) and a task
+        finishing at the same moment keeps its result. The attempt holding the lease loses it:
+        its heartbeat and result write are refused from then on.
+        """
+        backend = self.backend
+        if force and not backend.supports_force_cancel:
+            raise NotImplementedError("This backend does not support forceful cancellation")
+        now = timezone.now()
+        changes: dict[str, Any] = {
+            "status": TaskResultStatus.FAILED,
+            "cancelled_at": now,
+            "finished_at": now,
+            "lease_worker_id": None,
+            "lease_expires_at": None,
+        }
+        if force:
+            changes["force_cancel"] = True
+        unfinished = TaskExecution.objects.filter(pk=self.pk).exclude(status__in=FINISHED_STATUSES)
+        updated = unfinished.update(**changes)
+        if not updated:
+            self.refresh_from_db()
+            return False
+        for name, value in changes.items():
+            setattr(self, name, value)
+        if force:
+            # Outside any transaction: no row lock is held while a platform API is called.
+            backend.force_cancel(self)
+        return True
+
+
+class ScheduledTask(models.Model):
+    """A cron definition: fires `module_path` on `schedule` (Cloud Scheduler, or the local worker)."""
+
+    class State(models.TextChoices):
+        ENABLED = "enabled", "Enabled"
+        DISABLED = "disabled", "Disabled"
+
+    name = models.TextField(unique=True)
+    description = models.TextField(blank=True, default="")
+    schedule = models.TextField(help_text="Unix cron expression, e.g. '0 */3 * * *'.")
+    time_zone = models.TextField(default="UTC")
+    state = models.TextField(choices=State.choices, default=State.ENABLED)
+    priority = models.IntegerField(null=True, blank=True)
+    module_path = models.TextField()
+    # "" means the task's own backend / queue.
+    backend_alias = models.TextField(blank=True, default="")
+    queue_name = models.TextField(blank=True, default="")
+    run_after = models.DateTimeField(null=True, blank=True)
+    takes_context = models.BooleanField(null=True, blank=True)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    # NULL while unknown (unique column; the published schema has them so).
+    cloud_scheduler_job_name = models.TextField(null=True, unique=True)  # noqa: DJ001
+    idempotency_key = models.TextField(null=True)  # noqa: DJ001
+
+    def __str__(self) -> str:
+        return f"ScheduledTask id={self.pk} path={self.module_path} state={self.state}"
+
+    @property
+    def backend(self) -> DjangoTasksGoogleBackend:
+        from .backends.base import DjangoTasksGoogleBackend
+
+        backend = task_backends[self.backend_alias or load_task(self.module_path).backend]
+        if not isinstance(backend, DjangoTasksGoogleBackend):
+            raise TypeError(f"Task backend {backend.alias!r} is not a django_tasks_google backend")
+        return backend
+
+    @property
+    def task(self) -> base.DjangoTask:
+        """The task to enqueue: the imported task with this row's non-empty fields applied."""
+        default = load_task(self.module_path)
+        return default.using(
+            backend=self.backend_alias or None,
+            queue_name=self.queue_name or None,
+            priority=self.priority,
+            run_after=self.run_after,
+        )
+
+    def enqueue(self) -> TaskResult:
+        task = self.task
+        if self.takes_context is not None and self.takes_context != task.takes_context:
+            task = dataclasses.replace(task, takes_context=self.takes_context)
+        return task.enqueue(*self.args, **self.kwargs)
