@@ -105,13 +105,14 @@ def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run(["git", *args], cwd, env={**os.environ, **GIT_ENV})
 
 
-_LEAKY_VARIABLES = {"VIRTUAL_ENV", "DJANGO_SETTINGS_MODULE", "DATABASE_URL"}
+# PYENV_*: pyenv's shims export the repo's version (3.12), which would hide the project's .python-version.
+_LEAKY_VARIABLES = {"VIRTUAL_ENV", "PYENV_VERSION", "PYENV_DIR", "DJANGO_SETTINGS_MODULE", "DATABASE_URL"}
 
 
 def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for commands inside a rendered project.
 
-    The template repo's own virtualenv and pytest state must not leak into the project's `uv run`
+    The template repo's own virtualenv, Python and pytest state must not leak into the project's `uv run`
     and its pytest; managed-Python downloads are off because CI machines cannot reach them.
     """
     env = {
