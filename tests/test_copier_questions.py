@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import QUESTIONS, Render
+from .conftest import QUESTIONS, ROOT, Render
 
 ASKED = {name: spec for name, spec in QUESTIONS.items() if not name.startswith("_")}
 
@@ -32,6 +32,12 @@ def test_choice_defaults_are_valid_values(name: str) -> None:
     values = choice_values(spec)
     defaults = spec["default"] if spec.get("multiselect") else [spec["default"]]
     assert set(defaults) <= set(values), f"question {name!r}: default {spec['default']!r} not in {values}"
+
+
+def test_readme_options_table_lists_every_question() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = [name for name, spec in ASKED.items() if spec.get("when") is not False]
+    assert [name for name in shown if f"| `{name}` |" not in readme] == []
 
 
 def test_computed_questions_are_never_asked() -> None:
