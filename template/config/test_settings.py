@@ -9,8 +9,8 @@ os.environ.setdefault("DJANGO_DEBUG", "true")
 os.environ.setdefault("TASKS_TARGET", "local")
 os.environ.setdefault("DATABASE_URL", "sqlite:///test.sqlite3")
 
-from config.settings import *  # noqa: E402, F403
-from config.settings import BASE_DIR, DATABASES  # noqa: E402
+from config.settings import *  # noqa: F403
+from config.settings import BASE_DIR, DATABASES
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not ":memory:", so worker subprocesses started by tests see the same database.
