@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import QUESTIONS, ROOT, TEMPLATE_TAG, Render, run
+from .conftest import QUESTIONS, TEMPLATE_TAG, Render, run
 
 BACKENDS: list[str] = list(QUESTIONS["google_backends"]["choices"].values())
 DATABASES: list[str] = list(QUESTIONS["database"]["choices"].values())
@@ -147,10 +147,10 @@ def test_answers_shape_the_project(rendered: Any) -> None:
     assert (dst / "acme_orders" / "tasks.py").is_file()
 
 
-def test_vendored_app_is_copied_verbatim(rendered: Any) -> None:
+def test_vendored_app_is_copied_verbatim(rendered: Any, template_repo: Path) -> None:
     """The vendored app is never templated, so `copier update` merges it line by line."""
     dst, _ = rendered
-    source = ROOT / "template" / "django_tasks_google"
+    source = template_repo / "template" / "django_tasks_google"
     for path in source.rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts:
             assert not path.name.endswith(".jinja"), f"{path}: the vendored app must stay plain Python"
