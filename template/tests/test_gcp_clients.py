@@ -11,6 +11,7 @@ import threading
 
 import grpc
 import pytest
+from django.test import RequestFactory
 from google.api_core import exceptions
 from google.cloud import run_v2, scheduler_v1, tasks_v2
 from google.protobuf import field_mask_pb2
@@ -146,8 +147,13 @@ def test_task_names_are_assigned_and_never_reused(
         (QUEUE, http_task(name=f"{PROJECT}/queues/other/tasks/x"), exceptions.InvalidArgument),
         (QUEUE, http_task(dispatch_deadline=datetime.timedelta(seconds=5)), exceptions.InvalidArgument),
         (QUEUE, tasks_v2.Task(http_request=tasks_v2.HttpRequest(url="ftp://x/")), exceptions.InvalidArgument),
+        (
+            QUEUE,
+            http_task(schedule_time=datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=31)),
+            exceptions.InvalidArgument,
+        ),
     ],
-    ids=["unknown-queue", "name-outside-queue", "short-deadline", "bad-url"],
+    ids=["unknown-queue", "name-outside-queue", "short-deadline", "bad-url", "too-far-ahead"],
 )
 def test_create_task_rejects_what_google_rejects(
     google_fake: GoogleServicesFake, google_api_endpoint: str, parent: str, task: tasks_v2.Task, error: type
@@ -227,6 +233,20 @@ def test_task_push_is_what_cloud_tasks_sends(
     assert retry.headers["X-CloudTasks-TaskExecutionCount"] == "1"
     assert retry.headers["X-CloudTasks-TaskPreviousResponse"] == "404"
     assert retry.headers["X-CloudTasks-TaskRetryReason"] == ""
+
+
+def test_a_push_is_delivered_as_sent(google_fake: GoogleServicesFake, google_api_endpoint: str) -> None:
+    google_fake.add_queue(QUEUE)
+    gcp.cloud_tasks_client(google_api_endpoint).create_task(parent=QUEUE, task=http_task(), timeout=TIMEOUT)
+    push = google_fake.task_push()
+
+    request = push.send(RequestFactory())  # a test Client delivers the same request to the app
+
+    assert (request.method, request.path, request.is_secure()) == ("POST", "/tasks/execute/", True)
+    assert request.body == push.body
+    assert request.content_type == "application/json"
+    assert request.headers["X-CloudTasks-QueueName"] == "service-default"
+    assert request.headers["Authorization"] == push.headers["Authorization"]
 
 
 def test_task_push_without_audience_uses_the_url(

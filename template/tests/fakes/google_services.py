@@ -160,7 +160,6 @@ class GoogleServicesFake:
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
         self._port = 0
-        self._routes: dict[str, Callable[[Any], Any]] = {}
         self.reset()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -168,13 +167,12 @@ class GoogleServicesFake:
     def start(self) -> str:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="google-fake"))
         handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-        for service, method, request_cls, response_serializer, handler in self._rpcs():
+        for service, method, request_cls, serialize, handler in self._rpcs():
             path = f"/{service}/{method}"
-            self._routes[path] = handler
+            # No response_serializer: behaviours return bytes, serialised while holding the lock.
             handlers.setdefault(service, {})[method] = grpc.unary_unary_rpc_method_handler(
-                self._behaviour(path, handler),
+                self._behaviour(path, handler, serialize),
                 request_deserializer=getattr(request_cls, "deserialize", None) or request_cls.FromString,
-                response_serializer=response_serializer,
             )
         server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(service, methods) for service, methods in handlers.items()]
@@ -467,15 +465,17 @@ class GoogleServicesFake:
             (SCHEDULER, "RunJob", sch.RunJobRequest, plus(sch.Job), self._run_sjob),
         ]
 
-    def _behaviour(self, path: str, handler: Callable[[Any], Any]) -> Callable[..., Any]:
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+    def _behaviour(
+        self, path: str, handler: Callable[[Any], Any], serialize: Callable[[Any], bytes]
+    ) -> Callable[..., bytes]:
+        def behaviour(request: Any, context: grpc.ServicerContext) -> bytes:
             metadata = {item.key: item.value for item in context.invocation_metadata()}
             with self._lock:
                 self.calls.append(Call(path, request, metadata))
                 fault = self._take_fault(path)
                 if fault is None:
                     try:
-                        return handler(request)
+                        return serialize(handler(request))
                     except FakeRpcError as error:
                         fault = _Fault(error.code, error.message, 0)
             context.abort(fault.code, fault.message)
@@ -538,6 +538,8 @@ class GoogleServicesFake:
         now = _now()
         if "schedule_time" not in task or task.schedule_time < now:
             task.schedule_time = now
+        elif task.schedule_time > now + datetime.timedelta(days=30):
+            raise _invalid("schedule_time must be at most 30 days in the future.")
         task.create_time = now
         task.view = tasks_v2.Task.View.FULL
         self.tasks[task.name] = task
