@@ -211,7 +211,8 @@ def test_task_push_is_what_cloud_tasks_sends(
     )
 
     first = google_fake.task_push()
-    retry = google_fake.task_push(created.name, retry_count=2, execution_count=1, previous_response=404)
+    # By the task CreateTask returned (BASIC view: no body) or by name.
+    retry = google_fake.task_push(created, retry_count=2, execution_count=1, previous_response=404)
 
     assert (first.method, first.url, first.path) == ("POST", EXECUTE_URL, "/tasks/execute/")
     assert first.body == b'{"execution_id": "42"}'
@@ -229,6 +230,10 @@ def test_task_push_is_what_cloud_tasks_sends(
     assert float(first.headers["X-CloudTasks-TaskETA"]) == pytest.approx(created.schedule_time.timestamp())
     assert "X-CloudTasks-TaskPreviousResponse" not in first.headers
     assert verify(first.headers, oidc_issuer)["email"] == SERVICE_ACCOUNT
+    assert retry.body == first.body
+    assert (
+        google_fake.task_push(created.name).headers["X-CloudTasks-TaskName"] == created.name.rsplit("/", 1)[1]
+    )
     assert retry.headers["X-CloudTasks-TaskRetryCount"] == "2"
     assert retry.headers["X-CloudTasks-TaskExecutionCount"] == "1"
     assert retry.headers["X-CloudTasks-TaskPreviousResponse"] == "404"

@@ -340,14 +340,11 @@ class GoogleServicesFake:
         of the previous attempt (retries only).
         """
         with self._lock:
+            # Always the stored FULL view: a Task returned by CreateTask has no body.
+            name = task.name if isinstance(task, tasks_v2.Task) else task
+            task = next((t for t in reversed(self.created_tasks) if name in (None, t.name)), None)
             if task is None:
-                if not self.created_tasks:
-                    raise LookupError("no task has been created")
-                task = self.created_tasks[-1]
-            elif isinstance(task, str):
-                task = next((t for t in reversed(self.created_tasks) if t.name == task), None)
-                if task is None:
-                    raise LookupError("no such task was created")
+                raise LookupError(f"no task {name or ''} has been created")
             request = task.http_request
             headers = {
                 k: v for k, v in request.headers.items() if not _CLOUD_TASKS_OWNED.fullmatch(k.lower())
