@@ -1,16 +1,44 @@
-"""CloudRunJobsBackend: each execution runs as an execution of a Cloud Run job (`execute_task <id>`)."""
+"""CloudRunJobsBackend: each execution runs as one execution of a Cloud Run job.
+
+Delivery is a single `RunJob` call on the job the queue names (through `queue_aliases`). It
+overrides the container's args with the `command` option plus the execution id, so the job's
+container runs `python manage.py execute_task <id>`; that command runs the attempt through the
+shared executor and exits non-zero only when Cloud Run should retry it.
+
+How this fits Cloud Run's model:
+
+* `ContainerOverride` has `args` but no `command`: the args replace the image's CMD. The image
+  therefore has no ENTRYPOINT and the job is deployed without `--command`; otherwise the default
+  option would run `python python manage.py ...`.
+* Cloud Run retries a failed task up to the job's `max_retries` (default 3), passing the 0-based
+  attempt in `CLOUD_RUN_TASK_ATTEMPT`; so an execution gets `max_retries + 1` attempts.
+* The task timeout is per attempt: a task's `timeout` becomes the execution's timeout override,
+  and Cloud Run SIGTERMs an attempt that runs past it.
+* Cancelling the Cloud Run execution SIGTERMs its container, which raises `TaskCancelledError`
+  inside the task (forceful cancellation).
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
+from .. import gcp
 from ..models import TaskExecution
 from .base import DjangoTasksGoogleBackend
 from .options import OptionReader
 
+if TYPE_CHECKING:
+    from google.cloud.run_v2 import RunJobRequest
+
+logger = logging.getLogger("django_tasks_google")
+
 # Cloud Run Jobs' per-attempt task timeout bounds.
 CLOUD_RUN_JOBS_TIMEOUT_RANGE = (timedelta(seconds=1), timedelta(hours=168))
 DEFAULT_COMMAND = ["python", "manage.py", "execute_task"]
+# What Cloud Run uses when a job leaves max_retries unset.
+CLOUD_RUN_DEFAULT_MAX_RETRIES = 3
 
 
 class CloudRunJobsBackend(DjangoTasksGoogleBackend):
@@ -23,17 +51,100 @@ class CloudRunJobsBackend(DjangoTasksGoogleBackend):
         # Sent as the container's args, followed by the execution id.
         self.command = options.string_list("command", DEFAULT_COMMAND)
 
+    # --- Names and requests ----------------------------------------------------------------------
+
+    def job_name(self, queue_name: str) -> str:
+        """The full Cloud Run job name for a logical queue name."""
+        job = self.resolve_queue_name(queue_name)
+        return f"projects/{self.project_id}/locations/{self.location}/jobs/{job}"
+
+    def container_args(self, execution_id: int | str) -> list[str]:
+        """The args the job's container runs with: the `command` option, then the execution id."""
+        return [*self.command, str(execution_id)]
+
+    def run_job_request(self, execution: TaskExecution) -> RunJobRequest:
+        from google.cloud.run_v2 import RunJobRequest
+
+        overrides = RunJobRequest.Overrides(
+            container_overrides=[
+                RunJobRequest.Overrides.ContainerOverride(args=self.container_args(execution.pk))
+            ],
+            # One task per execution, whatever the job's --tasks: every task would run the same id.
+            task_count=1,
+        )
+        if execution.timeout is not None:
+            overrides.timeout = execution.timeout
+        return RunJobRequest(name=self.job_name(execution.queue_name), overrides=overrides)
+
+    # --- Delivery --------------------------------------------------------------------------------
+
     def dispatch(self, execution: TaskExecution) -> None:
-        raise NotImplementedError(
-            "CloudRunJobsBackend.dispatch is implemented by the Cloud Run Jobs backend issue"
+        """Start a Cloud Run execution for `execution` and remember its name.
+
+        No row lock is held during the RPCs: the container may start (and lease the row) before
+        RunJob even returns, so only the columns this method owns are updated.
+        """
+        from google.api_core.exceptions import GoogleAPIError
+
+        try:
+            max_attempts = self.max_attempts_for(execution.queue_name)
+        except GoogleAPIError as exc:
+            # Without the job's retry limit the last attempt's failure could not be recognised.
+            self.mark_dispatch_failed(execution, exc)
+            return
+        # Stored before RunJob, so the container's first attempt already sees the limit.
+        TaskExecution.objects.filter(pk=execution.pk).update(max_attempts=max_attempts)
+        execution.max_attempts = max_attempts
+        client = gcp.run_jobs_client(self.api_endpoint)
+        try:
+            operation = client.run_job(request=self.run_job_request(execution), timeout=gcp.DEFAULT_TIMEOUT)
+        except GoogleAPIError as exc:
+            self.mark_dispatch_failed(execution, exc)
+            return
+        # The operation resolves only when the execution finishes: never wait on it. Its metadata
+        # is the new Execution, available at once.
+        metadata = operation.metadata
+        if metadata is None:
+            # The execution was started all the same, so the task must not be marked failed.
+            logger.warning("RunJob for task %s returned no execution metadata", execution.pk)
+            return
+        TaskExecution.objects.filter(pk=execution.pk).update(cloud_run_job_execution_name=metadata.name)
+        execution.cloud_run_job_execution_name = metadata.name
+        logger.info(
+            "Task %s (%s) runs as Cloud Run execution %s", execution.pk, execution.module_path, metadata.name
         )
 
     def get_max_attempts(self, queue_name: str) -> int | None:
-        raise NotImplementedError(
-            "CloudRunJobsBackend.get_max_attempts is implemented by the Cloud Run Jobs backend issue"
+        """The job's `max_retries + 1` (Cloud Run's default of 3 retries when the job leaves it unset)."""
+        job = gcp.run_jobs_client(self.api_endpoint).get_job(
+            name=self.job_name(queue_name), timeout=gcp.DEFAULT_TIMEOUT
         )
+        template = job.template.template
+        # `max_retries` lives in a oneof: unset reads 0, but Cloud Run then retries 3 times.
+        max_retries = template.max_retries if "max_retries" in template else CLOUD_RUN_DEFAULT_MAX_RETRIES
+        return max_retries + 1
+
+    # --- Cancellation ----------------------------------------------------------------------------
 
     def force_cancel(self, execution: TaskExecution) -> None:
-        raise NotImplementedError(
-            "CloudRunJobsBackend.force_cancel is implemented by the Cloud Run Jobs backend issue"
-        )
+        """Cancel the Cloud Run execution: Cloud Run SIGTERMs its container, then kills it 10 s later.
+
+        Without a stored execution name (not started yet, or RunJob failed) there is nothing to
+        stop: a container that starts later finds the row cancelled and does not run the task.
+        An execution that already finished is harmless to cancel (logged). Other API errors
+        propagate; the row is cancelled by then, so the task still stops at its next heartbeat.
+        """
+        from google.api_core.exceptions import FailedPrecondition, NotFound
+
+        name = execution.cloud_run_job_execution_name
+        if not name:
+            logger.info("Task %s has no Cloud Run execution yet: nothing to cancel", execution.pk)
+            return
+        client = gcp.run_executions_client(self.api_endpoint)
+        try:
+            # Not waited on: the operation resolves when the container has stopped.
+            client.cancel_execution(name=name, timeout=gcp.DEFAULT_TIMEOUT)
+        except (FailedPrecondition, NotFound) as exc:
+            logger.warning("Cloud Run execution %s of task %s was not cancelled: %s", name, execution.pk, exc)
+            return
+        logger.info("Cancelled Cloud Run execution %s of task %s", name, execution.pk)
