@@ -216,6 +216,17 @@ class ScheduledTask(models.Model):
     # NULL while unknown (unique column; the published schema has them so).
     cloud_scheduler_job_name = models.TextField(null=True, unique=True)  # noqa: DJ001
     idempotency_key = models.TextField(null=True)  # noqa: DJ001
+    # Written by settings.SCHEDULED_TASKS through `manage.py sync_scheduled_tasks` (which also
+    # deletes it, with --prune, once the setting no longer declares it).
+    declared = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Declared in settings.SCHEDULED_TASKS: sync_scheduled_tasks overwrites edits made here.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # When the definition last changed: the local worker's --catch-up never fires slots from
+    # before it (they belonged to another schedule, or passed while the task was disabled).
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
     def __str__(self) -> str:
         return f"ScheduledTask id={self.pk} path={self.module_path} state={self.state}"
@@ -245,3 +256,42 @@ class ScheduledTask(models.Model):
         if self.takes_context is not None and self.takes_context != task.takes_context:
             task = dataclasses.replace(task, takes_context=self.takes_context)
         return task.enqueue(*self.args, **self.kwargs)
+
+
+class ScheduledTaskFiring(models.Model):
+    """One fired slot of a ScheduledTask: the record that makes firing happen once per slot.
+
+    Cloud Scheduler delivers at least once (retries, rare duplicates) and several local workers
+    may tick the same schedule. The firing is inserted in the transaction that enqueues the task,
+    and its unique `key` lets the first delivery of a slot win: every repeat finds the key taken
+    and enqueues nothing.
+    """
+
+    class Source(models.TextChoices):
+        CLOUD_SCHEDULER = "cloud_scheduler", "Cloud Scheduler"
+        LOCAL = "local", "Local worker"
+        MANUAL = "manual", "Run now"
+
+    # Indexed by dtg_firing_latest_idx, which starts with this column.
+    scheduled_task = models.ForeignKey(
+        ScheduledTask, on_delete=models.CASCADE, related_name="firings", db_index=False
+    )
+    # "<job name>:<X-CloudScheduler-ScheduleTime>" or "local:<pk>:<slot, ISO 8601 in the task's
+    # time zone>" (the published package's formats); "manual:<pk>:<uuid>" for "Run now".
+    key = models.TextField(unique=True)
+    source = models.TextField(choices=Source.choices)
+    # The slot being fired (for "Run now": the moment of the click).
+    scheduled_for = models.DateTimeField()
+    fired_at = models.DateTimeField(default=timezone.now)
+    task_execution = models.ForeignKey(
+        TaskExecution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        indexes = (
+            # The local worker's "latest fired slot per task" and the admin's history.
+            models.Index(fields=["scheduled_task", "source", "scheduled_for"], name="dtg_firing_latest_idx"),
+        )
+
+    def __str__(self) -> str:
+        return f"ScheduledTaskFiring key={self.key}"
