@@ -32,10 +32,22 @@ def project(variant: str, synced_project: SyncedProject) -> Path:
 
 @pytest.fixture
 def database_env(variant: str, request: pytest.FixtureRequest) -> dict[str, str]:
-    """DATABASE_URL for the variant: its own database on the test server for PostgreSQL variants."""
+    """DATABASE_URL for PostgreSQL variants: the server's maintenance database `postgres`.
+
+    It always exists, so commands that peek at the database (makemigrations' history check) see
+    a real one; the test suite gets a database of its own (`suite_database_env`).
+    """
     if VARIANTS[variant]["database"] != "postgres":
         return {}
-    server = request.getfixturevalue("postgres_url")
+    return {"DATABASE_URL": database_url(request.getfixturevalue("postgres_url"), "postgres")}
+
+
+@pytest.fixture
+def suite_database_env(variant: str, database_env: dict[str, str]) -> dict[str, str]:
+    """pytest-django creates and drops test_<name>: a name per variant keeps shared servers tidy."""
+    if not database_env:
+        return {}
+    server = database_env["DATABASE_URL"].rsplit("/", 1)[0]
     return {"DATABASE_URL": database_url(server, f"tpl_{variant.replace('-', '_')}")}
 
 
@@ -43,9 +55,8 @@ def manage(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return uv(project, "run", "--locked", "python", "manage.py", *args, env=env).stdout
 
 
-def test_generated_suite_passes(project: Path, database_env: dict[str, str]) -> None:
-    # pytest-django creates and drops test_<name> itself.
-    uv(project, "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider", env=database_env)
+def test_generated_suite_passes(project: Path, suite_database_env: dict[str, str]) -> None:
+    uv(project, "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider", env=suite_database_env)
 
 
 def test_ruff_check_passes(project: Path) -> None:
