@@ -1,0 +1,79 @@
+"""`manage.py run_tasks`: the local worker for ProcessBackend aliases (see worker.py)."""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.tasks import task_backends
+
+from django_tasks_google.backends import ProcessBackend
+from django_tasks_google.worker import Worker, WorkerSettings
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+def positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(value)
+    return number
+
+
+class Command(BaseCommand):
+    help = "Run tasks of the ProcessBackend aliases in TASKS, one process per task, until stopped."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--backend",
+            action="append",
+            dest="backends",
+            metavar="ALIAS",
+            help="A ProcessBackend alias to serve (repeatable; default: all of them).",
+        )
+        parser.add_argument(
+            "--queue", action="append", dest="queues", metavar="NAME", help="Only this queue (repeatable)."
+        )
+        parser.add_argument("--max-workers", type=positive_int, help="Concurrent task processes.")
+        parser.add_argument(
+            "--poll-interval", type=positive_float, metavar="SECONDS", help="Seconds between polls."
+        )
+        parser.add_argument("--batch-size", type=positive_int, help="Tasks started per poll at most.")
+        parser.add_argument(
+            "--once", action="store_true", help="Poll once, wait for the tasks started, exit."
+        )
+        parser.add_argument(
+            "--catch-up",
+            action="store_true",
+            help="Also fire a scheduled task's latest slot that elapsed before the worker started.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        backends = self.process_backends(options["backends"])
+        for backend in backends:
+            backend.raise_for_option_errors()
+        settings = WorkerSettings.from_backends(
+            backends,
+            max_workers=options["max_workers"],
+            poll_interval=options["poll_interval"],
+            batch_size=options["batch_size"],
+        )
+        worker = Worker(backends, settings, queues=options["queues"] or [], catch_up=options["catch_up"])
+        worker.run(once=options["once"])
+
+    def process_backends(self, aliases: list[str] | None) -> list[ProcessBackend]:
+        if not aliases:
+            backends = [backend for backend in task_backends.all() if isinstance(backend, ProcessBackend)]
+            if not backends:
+                raise CommandError("No ProcessBackend is configured in TASKS.")
+            return backends
+        unknown = [alias for alias in aliases if alias not in task_backends.settings]
+        if unknown:
+            raise CommandError(f"Unknown task backend aliases: {', '.join(unknown)}")
+        others = [alias for alias in aliases if not isinstance(task_backends[alias], ProcessBackend)]
+        if others:
+            raise CommandError(f"Not ProcessBackend aliases: {', '.join(others)}")
+        return [task_backends[alias] for alias in dict.fromkeys(aliases)]
