@@ -32,6 +32,7 @@ from django.utils import timezone
 from .backends.process import ProcessBackend
 from .base import TaskInterrupted
 from .executor import Claim, claim_execution, lease_expired_error, release_abandoned
+from .local_cron import LocalCron
 from .models import TaskExecution
 from .worker_child import CANCEL_SIGNAL, run_child
 
@@ -96,6 +97,7 @@ class Worker:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload([CHILD_MODULE])
         self.first_poll = True
+        self.local_cron: LocalCron | None = None
 
     # --- Main loop -------------------------------------------------------------------------------
 
@@ -290,9 +292,12 @@ class Worker:
     def fire_due_schedules(self, now: datetime) -> None:
         """Local stand-in for Cloud Scheduler: enqueue the due ScheduledTasks of our backends.
 
-        Hook for the local cron feature (uses `self.catch_up` and `self.first_poll`); until it is
-        filled in, scheduled tasks do not fire locally.
+        See local_cron.py: each slot fires once across all workers; with --catch-up the slots
+        missed while no worker ran fire too.
         """
+        if self.local_cron is None:
+            self.local_cron = LocalCron(self.by_alias, catch_up=self.catch_up, started_at=now)
+        self.local_cron.fire_due(now)
 
     # --- Shutdown --------------------------------------------------------------------------------
 

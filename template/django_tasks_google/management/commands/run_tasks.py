@@ -48,7 +48,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--catch-up",
             action="store_true",
-            help="Also fire a scheduled task's latest slot that elapsed before the worker started.",
+            help="Also fire the cron slots missed while no worker ran (each once, 10 per task at most).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
