@@ -17,7 +17,7 @@ Modelled (one lock guards all state; tests may read it directly):
   overrides (args replace, env merged by name, task_count/timeout replace), names the execution
   ``<job>/executions/<job id>-xxxxx`` and returns an unfinished long-running operation whose
   metadata is the Execution packed with its real type URL. ``complete_execution`` finishes it.
-* Cloud Scheduler: CreateJob, UpdateJob (with or without update_mask), DeleteJob, GetJob,
+* Cloud Scheduler: CreateJob, UpdateJob (with or without update_mask), DeleteJob, GetJob, ListJobs,
   PauseJob (needs ENABLED), ResumeJob (needs PAUSED), RunJob; FAILED_PRECONDITION otherwise.
 
 Test controls: ``calls`` / ``requests(method)`` (every call with its request and metadata),
@@ -457,6 +457,7 @@ class GoogleServicesFake:
             (SCHEDULER, "UpdateJob", sch.UpdateJobRequest, plus(sch.Job), self._update_sjob),
             (SCHEDULER, "DeleteJob", sch.DeleteJobRequest, raw, self._delete_sjob),
             (SCHEDULER, "GetJob", sch.GetJobRequest, plus(sch.Job), self._get_sjob),
+            (SCHEDULER, "ListJobs", sch.ListJobsRequest, plus(sch.ListJobsResponse), self._list_sjobs),
             (SCHEDULER, "PauseJob", sch.PauseJobRequest, plus(sch.Job), self._pause_sjob),
             (SCHEDULER, "ResumeJob", sch.ResumeJobRequest, plus(sch.Job), self._resume_sjob),
             (SCHEDULER, "RunJob", sch.RunJobRequest, plus(sch.Job), self._run_sjob),
@@ -706,6 +707,13 @@ class GoogleServicesFake:
 
     def _get_sjob(self, request: scheduler_v1.GetJobRequest) -> scheduler_v1.Job:
         return self._scheduler_job(request.name)
+
+    def _list_sjobs(self, request: scheduler_v1.ListJobsRequest) -> scheduler_v1.ListJobsResponse:
+        """Every job under the parent, in one page (the fake never paginates)."""
+        prefix = f"{request.parent}/jobs/"
+        return scheduler_v1.ListJobsResponse(
+            jobs=[job for name, job in self.scheduler_jobs.items() if name.startswith(prefix)]
+        )
 
     def _pause_sjob(self, request: scheduler_v1.PauseJobRequest) -> scheduler_v1.Job:
         return self._transition(request.name, scheduler_v1.Job.State.ENABLED, scheduler_v1.Job.State.PAUSED)
