@@ -162,8 +162,23 @@ class JobSync:
                 report.actions.append(f"update {job.name}")
                 if not self.dry_run:
                     current = self._call("update", job.name, self._update, job)
-        self._set_state(current, enabled=enabled, report=report)
+        try:
+            self._set_state(current, enabled=enabled, report=report)
+        except SchedulerSyncError:
+            if created:
+                self.undo_create(job.name)
+            raise
         return created
+
+    def undo_create(self, name: str) -> None:
+        """Delete a job this sync created, after a later step failed (best effort: --prune
+        catches what is left)."""
+        if self.dry_run:
+            return
+        try:
+            self.delete(name, SyncReport())
+        except SchedulerSyncError:
+            logger.exception("Could not delete Cloud Scheduler job %s after a failed sync", name)
 
     def delete(self, name: str, report: SyncReport) -> None:
         """Delete a job; one that is already gone is fine."""
@@ -232,7 +247,7 @@ class JobSync:
         )
 
     @staticmethod
-    def _call[R](verb: str, name: str, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    def _call[R](verb: str, name: str, function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         try:
             return function(*args, **kwargs)
         except api_exceptions.GoogleAPICallError as exc:

@@ -286,8 +286,8 @@ def _sync(scheduled: ScheduledTask, previous: ScheduledTask | None, *, dry_run: 
             old_sync = _job_sync_for_existing_job(previous, dry_run=dry_run) or sync  # type: ignore[arg-type]
             old_sync.delete(old_name, report)
     except SchedulerSyncError:
-        if created and not dry_run:
-            _delete_quietly(sync, job.name)
+        if created:
+            sync.undo_create(job.name)
         raise
     report.job_name = job.name
     return report
@@ -316,14 +316,6 @@ def _job_sync_for_existing_job(scheduled: ScheduledTask, *, dry_run: bool = Fals
         return JobSync(google[0], dry_run=dry_run)
     logger.warning("Cannot delete Cloud Scheduler job %s: no Google task backend is configured", name)
     return None
-
-
-def _delete_quietly(sync: JobSync, name: str) -> None:
-    """Undo a job created by a sync that failed afterwards (best effort: prune catches leftovers)."""
-    try:
-        sync.delete(name, SyncReport())
-    except SchedulerSyncError:
-        logger.exception("Could not delete Cloud Scheduler job %s after a failed sync", name)
 
 
 def expected_job_name(scheduled: ScheduledTask) -> str | None:
