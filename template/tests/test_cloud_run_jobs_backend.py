@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 import pytest
 from django.core import checks
-from django.core.cache import caches
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.checks import check_tasks
 from django.tasks.exceptions import InvalidTask
@@ -25,38 +24,16 @@ from django_tasks_google.backends import CloudRunJobsBackend
 from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
 from tests import job_tasks
+from tests.cloud_run_job import JOB, LOCATION, jobs_backend, use_jobs_backend
 from tests.fakes.google_services import GoogleServicesFake
-
-PROJECT = "test-project"
-LOCATION = "europe-west1"
-JOB = f"projects/{PROJECT}/locations/{LOCATION}/jobs/service-tasks"
-
-
-def jobs_backend(api_endpoint: str, queues: dict[str, str], **options: Any) -> dict[str, Any]:
-    """TASKS entry of a CloudRunJobsBackend whose clients talk to the fake."""
-    return {
-        "BACKEND": "django_tasks_google.backends.CloudRunJobsBackend",
-        "QUEUES": list(queues),
-        "OPTIONS": {
-            "project_id": PROJECT,
-            "location": LOCATION,
-            "base_url": "https://service-abc123-ew.a.run.app/tasks/",
-            "oidc_service_account": f"service-invoker@{PROJECT}.iam.gserviceaccount.com",
-            "api_endpoint": api_endpoint,
-            "queue_aliases": queues,
-            **options,
-        },
-    }
 
 
 @pytest.fixture
 def configure_jobs(settings: Any, google_api_endpoint: str) -> Any:
-    """Point the "default" alias at CloudRunJobsBackend (queue "default" → job "service-tasks")."""
-    caches["default"].clear()  # max_attempts is cached per alias/project/location/job
+    """Point the "default" alias at CloudRunJobsBackend (queue "default" → job JOB)."""
 
     def configure(**options: Any) -> CloudRunJobsBackend:
-        config = jobs_backend(google_api_endpoint, {"default": "service-tasks"}, **options)
-        settings.TASKS = {**settings.TASKS, "default": config}
+        use_jobs_backend(settings, google_api_endpoint, **options)
         return task_backends["default"]
 
     return configure
