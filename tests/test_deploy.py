@@ -40,7 +40,8 @@ from .test_render import matrix
 SERVICE = "acme-orders"
 PROJECT_ID = "acme-test-123"
 REGION = "us-central1"
-SERVICE_URL = "https://acme-orders-123456.us-central1.run.app"
+PROJECT_NUMBER = "123456"
+SERVICE_URL = f"https://acme-orders-{PROJECT_NUMBER}.us-central1.run.app"
 RUNTIME_SA = "acme-orders-run@acme-test-123.iam.gserviceaccount.com"
 INVOKER_SA = "acme-orders-invoker@acme-test-123.iam.gserviceaccount.com"
 BUILD_SA_EXAMPLE = "123456789012-compute@developer.gserviceaccount.com"
@@ -323,6 +324,9 @@ def test_cloudbuild_deploys_a_private_service(rendered: Rendered) -> None:
             assert "set-cloudsql-instances" not in step_flags, step["id"]
     env = env_vars(deploy["update-env-vars"])
     assert env["CLOUDRUN_SERVICE_URLS"] == "${_SERVICE_URL}${_EXTRA_URLS}"
+    # A private service receives push tokens with their signature removed by Cloud Run: without
+    # this the app would refuse every push.
+    assert env["TASKS_OIDC_TRUST_PLATFORM_SIGNATURE"] == "true"
     assert (
         build["substitutions"]["_SERVICE_URL"] == "https://${_SERVICE}-${PROJECT_NUMBER}.${_REGION}.run.app"
     )
@@ -557,7 +561,7 @@ def test_bootstrap_creates_what_cloudbuild_uses(rendered: Rendered, bootstrap: B
 
 def resolved_substitutions(build: dict[str, Any]) -> dict[str, str]:
     """The build's substitutions with references resolved, as Cloud Build's dynamic substitution does."""
-    values = {"PROJECT_ID": PROJECT_ID, "PROJECT_NUMBER": "123456789012", "BUILD_ID": "1", "LOCATION": REGION}
+    values = {"PROJECT_ID": PROJECT_ID, "PROJECT_NUMBER": PROJECT_NUMBER, "BUILD_ID": "1", "LOCATION": REGION}
     values.update({name: str(value) for name, value in build["substitutions"].items()})
     for _ in range(len(values)):
         values = {name: substitute(value, values) for name, value in values.items()}
@@ -626,17 +630,14 @@ def test_gcloud_accepts_every_command(render: Render, tmp_path: Path) -> None:
     assert complaints == []
 
 
-def production_env(database: str | None) -> dict[str, str]:
-    """What Cloud Run gives the container: K_SERVICE, the build's variables, the secrets."""
-    env = {
-        "K_SERVICE": SERVICE,
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "CLOUDRUN_SERVICE_URLS": SERVICE_URL,
-        "GCP_PROJECT_ID": PROJECT_ID,
-        "GCP_REGION": REGION,
-        "SERVICE_NAME": SERVICE,
-    }
+def production_env(project: Path, database: str | None) -> dict[str, str]:
+    """What Cloud Run gives the service's container: K_SERVICE, the build's variables, the secrets."""
+    build = load_build(project)
+    values = resolved_substitutions(build)
+    deploy = flags(next(step for step in gcloud_steps(build) if step["id"] == "deploy")["args"])
+    env = {name: substitute(value, values) for name, value in env_vars(deploy["update-env-vars"]).items()}
+    assert env["CLOUDRUN_SERVICE_URLS"] == SERVICE_URL
+    env.update(K_SERVICE=SERVICE, DJANGO_SECRET_KEY=secrets.token_urlsafe(50))
     if database:
         env["DATABASE_URL"] = database
     return env
@@ -664,7 +665,7 @@ def test_production_settings_pass_check_deploy(
     variant: str, synced_project: Callable[[str], Path], request: pytest.FixtureRequest
 ) -> None:
     project = synced_project(variant)
-    env = production_env(variant_database(variant, request, "check"))
+    env = {**production_env(project, variant_database(variant, request, "check")), "DJANGO_DEBUG": "false"}
     check = ["check", "--deploy", "--fail-level", "WARNING"]
     result = uv(project, "run", "--locked", "python", "manage.py", *check, env=env)
     assert "System check identified no issues" in result.stdout
@@ -753,14 +754,73 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict
         return error.code, dict(error.headers), error.read()
 
 
+# Plays Cloud Tasks and Cloud Run's front end for the replayed image, with the generated project's
+# own fakes (so it runs on the project's venv, next to the image's code): the gRPC fake of Cloud
+# Tasks receives the CreateTask of an enqueue made exactly as the service's settings say, and its
+# push, carrying an ID token of the test OIDC issuer, is delivered to gunicorn. First line out:
+# the fakes' addresses; then it waits for gunicorn's port on stdin; last line out: the results.
+PUSH_DRIVER = """
+import json, os, sys
+from urllib.parse import urlsplit
+
+import django
+import requests
+
+from tests.fakes.google_services import GoogleServicesFake
+from tests.fakes.oidc_issuer import OidcIssuer, strip_signature
+
+issuer = OidcIssuer()
+issuer.start()
+google = GoogleServicesFake(issuer)
+google.start()
+os.environ.update(TASKS_GOOGLE_API_ENDPOINT=google.endpoint, TASKS_OIDC_CERTS_URL=issuer.certs_url)
+print(json.dumps({key: os.environ[key] for key in ["TASKS_GOOGLE_API_ENDPOINT", "TASKS_OIDC_CERTS_URL"]}))
+sys.stdout.flush()
+port = int(sys.stdin.readline())
+
+django.setup()
+from django.conf import settings
+from django.db import transaction
+from django.utils.module_loading import import_string
+
+options = settings.TASKS["default"]["OPTIONS"]
+queue = options["queue_aliases"]["default"]
+google.add_queue(f"projects/{options['project_id']}/locations/{options['location']}/queues/{queue}")
+task = import_string(sys.argv[1])
+results = {}
+# "signed": the token as Google signs it. "forwarded": as a private Cloud Run service hands it to
+# the container once it has checked it itself, signature replaced.
+for delivery in ["signed", "forwarded"]:
+    with transaction.atomic():
+        result = task.enqueue(7)
+    from django_tasks_google.models import TaskExecution
+
+    push = google.task_push(TaskExecution.objects.get(pk=result.id).cloud_task_name)
+    headers = dict(push.headers)
+    if delivery == "forwarded":
+        headers["Authorization"] = "Bearer " + strip_signature(headers["Authorization"].split(" ", 1)[1])
+    url = urlsplit(push.url)
+    headers.update({"Host": url.netloc, "X-Forwarded-Proto": url.scheme})
+    container = f"http://127.0.0.1:{port}{url.path}"
+    response = requests.post(container, data=push.body, headers=headers, timeout=60, allow_redirects=False)
+    result.refresh()
+    results[delivery] = {
+        "url": push.url,
+        "http_status": response.status_code,
+        "task_status": str(result.status),
+        "return_value": result.return_value,
+    }
+print(json.dumps(results))
+"""
+
+
 @pytest.fixture
-def gunicorn_server() -> Iterator[Callable[[list[str], Path, dict[str, str]], subprocess.Popen[str]]]:
+def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start background processes (text pipes); each is killed at the end if still running."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+    def start(argv: list[str], cwd: Path, env: dict[str, str], **pipes: Any) -> subprocess.Popen[str]:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, text=True, **pipes)
         started.append(process)
         return process
 
@@ -768,7 +828,7 @@ def gunicorn_server() -> Iterator[Callable[[list[str], Path, dict[str, str]], su
     for process in started:
         if process.poll() is None:
             process.kill()
-            process.wait(timeout=30)
+        process.wait(timeout=30)
 
 
 def wait_until_serving(base_url: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -786,12 +846,12 @@ def wait_until_serving(base_url: str, process: subprocess.Popen[str], timeout: f
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["postgres-all", "sqlite-tasks"])
-def test_replayed_image_serves_requests(
+def test_replayed_image_serves_requests_and_runs_pushed_tasks(
     variant: str,
     synced_project: Callable[[str], Path],
     request: pytest.FixtureRequest,
     tmp_path: Path,
-    gunicorn_server: Callable[[list[str], Path, dict[str, str]], subprocess.Popen[str]],
+    processes: Callable[..., subprocess.Popen[str]],
 ) -> None:
     project = synced_project(variant)
     image = ReplayedImage(project, tmp_path)
@@ -802,36 +862,70 @@ def test_replayed_image_serves_requests(
     assert {"django", "gunicorn", "whitenoise"} <= installed
     assert not {"pytest", "ruff"} & installed, "--no-dev: no development tools in the image"
 
-    port = free_port()
     database = variant_database(variant, request, "image")
-    env = image.runtime_env({**production_env(database), "PORT": str(port)})
-    build = load_build(project)
+    env = image.runtime_env(production_env(project, database))
     if VARIANTS[variant]["database"] == "postgres":
         # The migrate job: the build's --args, run in the image before the service starts.
-        migrate = flags(next(step for step in build["steps"] if step["id"] == "migrate")["args"])
+        migrate = flags(
+            next(step for step in load_build(project)["steps"] if step["id"] == "migrate")["args"]
+        )
         run(migrate["args"].split(","), image.app, env=env, timeout=300)
-    server = gunicorn_server(image.cmd(), image.app, env)
+
+    # The push driver runs on the project's venv (the fakes need its dev dependencies) with the
+    # image's code and database first on the path.
+    driver = processes(
+        [project / ".venv" / "bin" / "python", "-c", PUSH_DRIVER, "acme_orders.tasks.send_notification"],
+        tmp_path,
+        {**env, "PYTHONPATH": f"{image.app}{os.pathsep}{project}", "PYTHONDONTWRITEBYTECODE": "1"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "driver.log").open("w"),
+    )
+    fakes = json.loads(driver.stdout.readline() or "null")  # type: ignore[union-attr]
+    assert fakes, (tmp_path / "driver.log").read_text()
+
+    # The service: the image's CMD with the deploy's environment. Only the certificates URL and the
+    # API endpoint differ from production: they point at the fakes instead of Google.
+    port = free_port()
+    server = processes(
+        image.cmd(),
+        image.app,
+        {**env, **fakes, "PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_until_serving(base, server)
     host = SERVICE_URL.removeprefix("https://")
+    https = {"Host": host, "X-Forwarded-Proto": "https"}
 
     # Health answers whatever the Host (probes do not send the service's), before host validation.
     status, _, body = http_get(f"{base}/healthz", {"Host": "10.1.2.3:8080"})
     assert (status, json.loads(body)) == (200, {"status": "ok"})
     # Cloud Run's front end terminates TLS: plain HTTP is redirected, X-Forwarded-Proto https is served.
-    status, headers, _ = http_get(f"{base}/admin/login/", {"Host": host, "X-Forwarded-Proto": "http"})
+    status, headers, _ = http_get(f"{base}/admin/login/", {**https, "X-Forwarded-Proto": "http"})
     assert status == 301 and headers["Location"] == f"https://{host}/admin/login/"
-    status, headers, body = http_get(f"{base}/admin/login/", {"Host": host, "X-Forwarded-Proto": "https"})
+    status, headers, body = http_get(f"{base}/admin/login/", https)
     assert status == 200
     assert "max-age=" in headers["Strict-Transport-Security"]
     stylesheet = re.search(rb'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', body)
     assert stylesheet, "templates link the hashed static files collected at build time"
-    https = {"Host": host, "X-Forwarded-Proto": "https"}
     status, headers, _ = http_get(f"{base}{stylesheet.group(1).decode()}", https)
     assert status == 200 and "immutable" in headers.get("Cache-Control", ""), "served by WhiteNoise"
     # A host that is not the service's is refused.
     status, _, _ = http_get(f"{base}/admin/login/", {**https, "Host": "evil.example.com"})
     assert status == 400
+
+    # Cloud Tasks pushes: a task enqueued as the service would, delivered to gunicorn, runs.
+    driver.stdin.write(f"{port}\n")  # type: ignore[union-attr]
+    driver.stdin.flush()  # type: ignore[union-attr]
+    results = json.loads(driver.stdout.readline() or "null")  # type: ignore[union-attr]
+    assert results, (tmp_path / "driver.log").read_text()
+    expected = {"url": f"{SERVICE_URL}/tasks/execute/", "http_status": 204, "task_status": "SUCCESSFUL"}
+    for delivery, outcome in results.items():
+        assert {key: outcome[key] for key in expected} == expected, (delivery, outcome)
+        assert outcome["return_value"] == {"user_id": 7, "status": "sent"}
+    assert driver.wait(timeout=60) == 0
 
     # Cloud Run stops an instance with SIGTERM: gunicorn drains and exits cleanly.
     server.send_signal(signal.SIGTERM)
@@ -839,3 +933,4 @@ def test_replayed_image_serves_requests(
     log = server.stdout.read()  # type: ignore[union-attr]
     assert "Using worker: gthread" in log
     assert re.search(r'"GET /healthz HTTP/1.1" 200 \d+ \d+ms', log), "access log on stdout"
+    assert len(re.findall(r'"POST /tasks/execute/ HTTP/1.1" 204', log)) == 2
