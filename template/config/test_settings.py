@@ -20,7 +20,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # grace periods, so the worker subprocesses the tests start react within a fraction of a second.
 _FAST_PROCESS_OPTIONS = {
     "heartbeat_interval_seconds": 0.2,
-    "heartbeat_timeout_seconds": 2,
+    "heartbeat_timeout_seconds": 5,
     "poll_interval_seconds": 0.1,
     "shutdown_timeout_seconds": 3,
     "kill_grace_seconds": 1,

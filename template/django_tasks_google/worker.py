@@ -34,7 +34,7 @@ from .base import TaskInterrupted
 from .executor import Claim, claim_execution, lease_expired_error, release_abandoned
 from .local_cron import LocalCron
 from .models import TaskExecution
-from .worker_child import CANCEL_SIGNAL, run_child
+from .worker_child import CANCEL_SIGNAL, run_child, warm_up
 
 logger = logging.getLogger("django_tasks_google.worker")
 
@@ -96,7 +96,6 @@ class Worker:
         self.by_alias = {backend.alias: backend for backend in self.backends}
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload([CHILD_MODULE])
-        self.first_poll = True
         self.local_cron: LocalCron | None = None
 
     # --- Main loop -------------------------------------------------------------------------------
@@ -107,6 +106,11 @@ class Worker:
         os.set_blocking(wakeup_w, False)
         previous = self._install_signal_handlers(wakeup_w)
         self.wakeup_fd = wakeup_r
+        # Start the fork server (it sets Django up) before claiming anything: a lease taken now
+        # must not run out while the first child waits for it.
+        ready = self.context.Process(target=warm_up, name="warm-up")
+        ready.start()
+        ready.join()
         logger.info(
             "Worker started: backends %s, queues %s, %s process(es) at most",
             ", ".join(sorted(self.by_alias)),
@@ -140,7 +144,6 @@ class Worker:
                 self.claim_and_start(min(free, self.settings.batch_size), now)
         except DatabaseError:
             logger.exception("Worker poll failed; retrying")
-        self.first_poll = False
 
     def wait(self, seconds: float) -> None:
         """Sleep until the next poll, a child exiting, or a signal, whichever comes first."""

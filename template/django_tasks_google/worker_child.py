@@ -41,3 +41,7 @@ def run_child(claim: Claim) -> None:
         connections.close_all()
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def warm_up() -> None:
+    """Run once at worker start: returns as soon as the fork server can fork ready children."""

@@ -20,6 +20,8 @@ from urllib.parse import quote
 from django.conf import settings
 from django.db import connection
 
+from django_tasks_google.models import TaskExecution
+
 PROJECT_ROOT = Path(settings.BASE_DIR)
 # Upper bound for anything a test waits for; reaching it means the test failed.
 WAIT_LIMIT = 30.0
@@ -83,7 +85,8 @@ class ManagedProcess:
         return self.process.pid
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text()
 
     def send(self, signum: int) -> None:
@@ -127,3 +130,35 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = WAIT_LIMIT, messa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}")
         time.sleep(0.05)
+
+
+def finished(result_id: str, process: ManagedProcess, *statuses: str) -> TaskExecution:
+    """Wait until the execution is in one of `statuses` (default: finished), showing the worker log if not."""
+    wanted = statuses or ("SUCCESSFUL", "FAILED")
+
+    def reached() -> TaskExecution | None:
+        row = TaskExecution.objects.get(pk=int(result_id))
+        return row if row.status in wanted else None
+
+    try:
+        return wait_for(reached, message=f"task {result_id} to be {'/'.join(wanted)}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker output ---\n{process.output()}") from None
+
+
+def started(directory: Path, process: ManagedProcess) -> int:
+    """Wait for a task's "started" marker; returns the pid it wrote."""
+    marker = directory / "started"
+    try:
+        wait_for(marker.exists, message=f"{marker} to appear")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker output ---\n{process.output()}") from None
+    return int(marker.read_text())
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
