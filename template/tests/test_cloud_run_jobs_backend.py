@@ -392,3 +392,36 @@ def test_default_command_passes_the_checks(google_api_endpoint: str) -> None:
     backend = CloudRunJobsBackend("default", config)
     assert backend.command == ["python", "manage.py", "execute_task"]
     assert backend.container_args(42) == ["python", "manage.py", "execute_task", "42"]
+
+
+@pytest.mark.parametrize(
+    ("queues", "aliases"),
+    [
+        (["Batch_Jobs"], {}),
+        (["batch"], {"batch": "-batch"}),
+        (["batch"], {"batch": "batch-"}),
+        (["batch"], {"batch": "9-batch"}),
+        (["batch"], {"batch": "b" * 64}),
+    ],
+    ids=["queue-name-not-a-job-name", "leading-hyphen", "trailing-hyphen", "leading-digit", "too-long"],
+)
+def test_check_reports_a_queue_that_is_no_cloud_run_job_name(
+    google_api_endpoint: str, queues: list[str], aliases: dict[str, str]
+) -> None:
+    config = jobs_backend(google_api_endpoint, {}, queue_aliases=aliases)
+    config["QUEUES"] = queues
+
+    with override_settings(TASKS={"default": config}):
+        messages = list(check_tasks())
+
+    (error,) = [m for m in messages if isinstance(m.obj, CloudRunJobsBackend)]
+    assert error.id == "django_tasks_google.E020"
+    assert f"queue {queues[0]!r} names the Cloud Run job" in error.msg
+    assert "'queue_aliases'" in error.hint
+
+
+def test_a_queue_mapped_to_a_valid_job_name_passes(google_api_endpoint: str) -> None:
+    config = jobs_backend(google_api_endpoint, {"Batch_Jobs": "batch-jobs", "x": "b" * 63})
+
+    with override_settings(TASKS={"default": config}):
+        assert [m for m in check_tasks() if isinstance(m.obj, CloudRunJobsBackend)] == []

@@ -21,8 +21,11 @@ How this fits Cloud Run's model:
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from django.core import checks
 
 from .. import gcp
 from ..models import TaskExecution
@@ -39,6 +42,8 @@ CLOUD_RUN_JOBS_TIMEOUT_RANGE = (timedelta(seconds=1), timedelta(hours=168))
 DEFAULT_COMMAND = ["python", "manage.py", "execute_task"]
 # What Cloud Run uses when a job leaves max_retries unset.
 CLOUD_RUN_DEFAULT_MAX_RETRIES = 3
+# What Cloud Run accepts as a job name.
+JOB_ID = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class CloudRunJobsBackend(DjangoTasksGoogleBackend):
@@ -50,6 +55,24 @@ class CloudRunJobsBackend(DjangoTasksGoogleBackend):
         super().parse_options(options)
         # Sent as the container's args, followed by the execution id.
         self.command = options.string_list("command", DEFAULT_COMMAND)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        messages = super().check(**kwargs)
+        for queue_name in sorted(self.queues):
+            job_id = self.resolve_queue_name(queue_name)
+            if not JOB_ID.fullmatch(job_id):
+                messages.append(
+                    checks.Error(
+                        f"TASKS[{self.alias!r}]: queue {queue_name!r} names the Cloud Run job {job_id!r}, "
+                        "which Cloud Run does not accept.",
+                        hint="A job name has up to 63 lowercase letters, digits and hyphens, starts with a "
+                        "letter and does not end with a hyphen; map the queue name to it with the "
+                        "'queue_aliases' option.",
+                        obj=self,
+                        id="django_tasks_google.E020",
+                    )
+                )
+        return messages
 
     # --- Names and requests ----------------------------------------------------------------------
 
