@@ -28,6 +28,7 @@ from ..base import DjangoTask, Task, build_task_unvalidated, task_fields
 from ..models import TaskExecution, error_entry
 from ..serialization import json_round_trip
 from ..signals import send_task_signal
+from .gcp_options import check_gcp_options, read_push_auth_options
 from .options import OptionReader
 
 logger = logging.getLogger("django_tasks_google")
@@ -104,6 +105,10 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
         else:
             # Local backends receive no pushes.
             self.base_url = self.execute_url = self.schedule_url = self.oidc_audience = None
+        # How pushes are authenticated, and format checks of the GCP options (gcp_options.py).
+        read_push_auth_options(self, options)
+        if gcp:
+            check_gcp_options(self, options)
 
         self.run_once = options.boolean("run_once", False)
         self.heartbeat_enabled = options.boolean("heartbeat_enabled", True)
