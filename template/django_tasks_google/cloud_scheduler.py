@@ -28,11 +28,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from google.api_core import exceptions as api_exceptions
-
 from . import gcp
 
 if TYPE_CHECKING:
+    from google.api_core import exceptions as api_exceptions
     from google.cloud import scheduler_v1
 
     from .backends.base import DjangoTasksGoogleBackend
@@ -182,6 +181,8 @@ class JobSync:
 
     def delete(self, name: str, report: SyncReport) -> None:
         """Delete a job; one that is already gone is fine."""
+        from google.api_core import exceptions as api_exceptions
+
         report.actions.append(f"delete {name}")
         if self.dry_run:
             return
@@ -194,6 +195,8 @@ class JobSync:
 
     def jobs_targeting(self, uris: Iterable[str]) -> list[scheduler_v1.Job]:
         """The jobs of this backend's project and location that push to one of ``uris``."""
+        from google.api_core import exceptions as api_exceptions
+
         wanted = set(uris)
         try:
             jobs = list(
@@ -230,6 +233,8 @@ class JobSync:
             )
 
     def _get(self, name: str) -> scheduler_v1.Job | None:
+        from google.api_core import exceptions as api_exceptions
+
         try:
             return self.client.get_job(name=name, timeout=gcp.DEFAULT_TIMEOUT)
         except api_exceptions.NotFound:
@@ -248,6 +253,8 @@ class JobSync:
 
     @staticmethod
     def _call[R](verb: str, name: str, function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        from google.api_core import exceptions as api_exceptions
+
         try:
             return function(*args, **kwargs)
         except api_exceptions.GoogleAPICallError as exc:

@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .base import DjangoTask
-from .cloud_scheduler import JobSync, SchedulerSyncError, SyncReport, job_name_for, wanted_job
+from .cloud_scheduler import JobSync, SchedulerSyncError, SyncReport, wanted_job
 from .cron import validate_cron_expression, validate_time_zone
 from .models import ScheduledTask
 
@@ -318,12 +318,6 @@ def _job_sync_for_existing_job(scheduled: ScheduledTask, *, dry_run: bool = Fals
     return None
 
 
-def expected_job_name(scheduled: ScheduledTask) -> str | None:
-    """The job name the row should have under its current backend (None for local backends)."""
-    backend = scheduled_task_backend(scheduled)
-    return job_name_for(scheduled, backend) if backend.uses_cloud_scheduler else None
-
-
 # --- Schedules declared in settings ----------------------------------------------------------------
 
 DECLARATION_KEYS = {
@@ -397,3 +391,30 @@ def upsert_declared(definition: ScheduledTask) -> ScheduledTask:
             setattr(stored, name, getattr(definition, name))
         definition = stored
     return save_scheduled_task(definition, declared=True)
+
+
+def check_declared_scheduled_tasks(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """System check: every SCHEDULED_TASKS entry is well-formed and would save (`manage.py check`)."""
+    from django.core import checks
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        declared = declared_scheduled_tasks()
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(str(exc), hint="See SCHEDULED_TASKS in settings.", id="django_tasks_google.E101")
+        ]
+    errors = []
+    for name, definition in declared.items():
+        try:
+            validate_scheduled_task(definition)
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                errors.append(
+                    checks.Error(
+                        f"SCHEDULED_TASKS[{name!r}]: {field}: {' '.join(messages)}",
+                        hint="Fix the declaration in settings.SCHEDULED_TASKS.",
+                        id="django_tasks_google.E102",
+                    )
+                )
+    return errors

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.core.management.base import SystemCheckError
 from google.cloud import scheduler_v1
 
 from django_tasks_google import gcp
@@ -457,3 +458,26 @@ def test_sync_command_reports_every_failure_and_exits_non_zero(
     settings.SCHEDULED_TASKS = {"typo": {"task": sample_tasks.add.module_path, "shedule": "* * * * *"}}
     with pytest.raises(CommandError, match=r"SCHEDULED_TASKS\['typo'\] has unknown key\(s\) 'shedule'"):
         sync_command()
+
+
+def test_manage_py_check_names_a_bad_declaration(settings: Any) -> None:
+    settings.SCHEDULED_TASKS = {
+        "fine": {"task": sample_tasks.add.module_path, "schedule": "*/5 * * * *", "args": [1, 2]},
+        "typo": {
+            "task": sample_tasks.add.module_path,
+            "schedule": "*/5 * * *",
+            "time_zone": "Europe/Amsteram",
+        },
+    }
+
+    with pytest.raises(SystemCheckError) as failed:
+        call_command("check")
+
+    report = str(failed.value)
+    assert "SCHEDULED_TASKS['typo']: schedule:" in report
+    assert "SCHEDULED_TASKS['typo']: time_zone:" in report
+    assert "'fine'" not in report
+
+    settings.SCHEDULED_TASKS = {"typo": {"task": sample_tasks.add.module_path}}
+    with pytest.raises(SystemCheckError, match=r"SCHEDULED_TASKS\['typo'\]\['schedule'\] is required"):
+        call_command("check")
