@@ -7,6 +7,7 @@ executor's job, whatever the transport.
 from __future__ import annotations
 
 import logging
+import re
 from abc import abstractmethod
 from datetime import datetime, timedelta
 from functools import partial
@@ -94,6 +95,16 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
         # Where the Google client libraries connect (None: Google's endpoints); tests point it at
         # an in-process fake.
         self.api_endpoint = options.text("api_endpoint")
+        # Prepended to a ScheduledTask's name to form its Cloud Scheduler job id, so services that
+        # share a project and region never manage each other's jobs.
+        self.scheduler_job_prefix = options.text("scheduler_job_prefix", "") or ""
+        if not re.fullmatch(r"[A-Za-z0-9_-]{0,100}", self.scheduler_job_prefix):
+            options.error(
+                "scheduler_job_prefix",
+                "scheduler_job_prefix may only contain letters, digits, '-' and '_' (at most 100), "
+                f"not {self.scheduler_job_prefix!r}",
+            )
+            self.scheduler_job_prefix = ""
         if base_url and not base_url.startswith(("https://", "http://")):
             options.error("base_url", f"base_url must be an http(s) URL, not {base_url!r}")
             base_url = None
