@@ -6,6 +6,7 @@ that alias (and sometimes a second one, through `.using(backend=...)`) at CloudT
 
 import threading
 
+from django.db import transaction
 from django.tasks import task
 
 from django_tasks_google.base import PermanentTaskError, TaskContext, TaskError
@@ -50,3 +51,9 @@ def blocks(name: str) -> str:
     if not gate(f"{name}:release").wait(WAIT_LIMIT):
         raise TimeoutError(f"gate {name!r} was never released")
     return "released"
+
+
+@task()
+def reports_transaction() -> bool:
+    """Whether the task runs inside a database transaction (it must not: the executor commits)."""
+    return transaction.get_connection().in_atomic_block

@@ -175,6 +175,31 @@ def test_without_the_retry_count_header_the_execution_counts_attempts(
     assert result.return_value == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_view_is_not_wrapped_in_a_request_transaction(
+    backend: CloudTasksBackend, google_fake: GoogleServicesFake, client: Client, settings: Any
+) -> None:
+    # Even with ATOMIC_REQUESTS on: the lease must be committed before the task runs, so that a
+    # duplicate delivery sees it.
+    connections["default"].settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        result, execution = enqueue(push_tasks.reports_transaction)
+        assert google_fake.task_push(execution.cloud_task_name).send(client).status_code == 204
+    finally:
+        connections["default"].settings_dict["ATOMIC_REQUESTS"] = False
+    result.refresh()
+    assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, False)
+
+
+@pytest.mark.django_db
+def test_googles_certificates_are_fetched_once(push_enqueued: Any, client: Client, oidc_issuer: OidcIssuer) -> None:
+    for _ in range(3):
+        _, push = push_enqueued(push_tasks.add, 2, 3)
+        assert push().send(client).status_code == 204
+
+    assert oidc_issuer.fetch_count == 1  # cached for the max-age Google's response announces
+
+
 @pytest.mark.django_db
 def test_a_permanent_error_fails_at_once(push_enqueued: Any, client: Client) -> None:
     result, push = push_enqueued(push_tasks.fails_permanently)
