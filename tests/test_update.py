@@ -103,16 +103,8 @@ def edit_file(project: Path, relative: str, edit: Edit) -> None:
 
 def update(project: Path, data: Mapping[str, Any] | None = None, **options: Any) -> None:
     """`copier update --trust --defaults`; the after-update `uv lock` stays off unless data enables it."""
-    copier.run_update(
-        project,
-        data={"lock_dependencies": False, **(data or {})},
-        defaults=True,
-        overwrite=True,
-        unsafe=True,
-        skip_tasks=True,
-        quiet=True,
-        **options,
-    )
+    settings = {"defaults": True, "overwrite": True, "unsafe": True, "skip_tasks": True, "quiet": True}
+    copier.run_update(project, data={"lock_dependencies": False, **(data or {})}, **{**settings, **options})
 
 
 def unmerged(project: Path) -> list[str]:
@@ -211,6 +203,21 @@ def test_update_without_local_edits_equals_fresh_copy(render: Render, tpl: Path,
     assert tree(project) == tree(fresh)
     assert not (project / "django_tasks_google/py.typed").exists()
     assert unmerged(project) == []
+
+
+def test_update_messages_explain_the_merge(
+    render: Render, tpl: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    project = generate(render, tpl, tmp_path / "service")
+    release(tpl, {VENDORED: prepend_upstream_note})
+
+    update(project, quiet=False)
+
+    stderr = capfd.readouterr().err
+    assert "will be re-applied on\ntop of the new template version" in stderr  # before
+    assert "Updating to template version 99.1.0" in stderr
+    assert "git status        # a file marked UU has conflicts" in stderr  # after
+    assert "  <<<<<<< before updating\n" in stderr
 
 
 # --- Answers -----------------------------------------------------------------------------------
