@@ -572,6 +572,31 @@ def substitute(value: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda match: values[match.group(1)], value)
 
 
+def test_readme_walks_through_the_deploy_of_these_files(rendered: Rendered) -> None:
+    dst, answers = rendered
+    readme = (dst / "README.md").read_text()
+    section = readme[readme.index("## Deploy to Google Cloud") :]
+    for command in [
+        "deploy/bootstrap.sh --dry-run",
+        "gcloud builds submit --config cloudbuild.yaml --substitutions=_TAG=$(git rev-parse --short HEAD)",
+    ]:
+        assert command in section
+    assert (
+        "gcloud builds submit --config cloudbuild.yaml --substitutions=_TAG="
+        in (dst / "cloudbuild.yaml").read_text()
+    )
+    build = load_build(dst)
+    values = resolved_substitutions(build)
+    deployed = {
+        substitute(step["args"][3], values)
+        for step in gcloud_steps(build)
+        if step["args"][:2] == ["run", "jobs"]
+    }
+    for job in [f"{SERVICE}-migrate", f"{SERVICE}-tasks", f"{SERVICE}-sync-schedules"]:
+        assert (f"`{job}`" in section) == (job in deployed), job
+    assert ("SQLite is a demo setup" in section) == (answers["database"] == "sqlite")
+
+
 # --- slow: the real gcloud, production settings, the image's steps replayed -----------------------
 
 
@@ -592,19 +617,39 @@ def gcloud_env(config_dir: Path) -> dict[str, str]:
     return env
 
 
-def gcloud_parses(argv: list[str], env: dict[str, str]) -> str:
+def gcloud_parses(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
     """'' if gcloud accepted the arguments (and stopped at authentication), else its complaint."""
     result = subprocess.run(
-        ["gcloud", *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+        ["gcloud", *argv],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if result.returncode == 1 and "You do not currently have an active account selected" in result.stderr:
         return ""
     return f"gcloud {shlex.join(argv)}\n  -> exit {result.returncode}: {result.stderr.strip()[:400]}"
 
 
+def readme_gcloud_commands(dst: Path) -> list[list[str]]:
+    """The gcloud commands of the README's shell blocks (sign-in and configuration left out)."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", (dst / "README.md").read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip().split("| ")[-1].replace("$(git rev-parse --short HEAD)", "abc1234")
+            if match := re.fullmatch(r"\w+=\$\((gcloud .*)\)", line):
+                line = match.group(1)
+            if line.startswith("gcloud ") and not line.startswith(("gcloud auth", "gcloud config")):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
 @pytest.mark.slow
 def test_gcloud_accepts_every_command(render: Render, tmp_path: Path) -> None:
-    """Every gcloud command of cloudbuild.yaml and of the bootstrap, parsed by the real gcloud."""
+    """Every gcloud command of cloudbuild.yaml, the bootstrap and the README, parsed by the real gcloud."""
     if shutil.which("gcloud") is None:
         pytest.skip("the Google Cloud CLI (gcloud) is not installed")
     dst = render(tmp_path / "service", **VARIANTS["postgres-all"])
@@ -620,13 +665,16 @@ def test_gcloud_accepts_every_command(render: Render, tmp_path: Path) -> None:
         words = shlex.split(line.replace("<generated>", "a-generated-password"))
         assert words[0] == "gcloud", line
         commands.append(words[1:])
+    readme = readme_gcloud_commands(dst)
+    assert ["builds", "submit", "--config", "cloudbuild.yaml", "--substitutions=_TAG=abc1234"] in readme
+    commands += readme
     assert len(commands) > 20
     # gcloud takes seconds to start: check each command shape (command + flag names) once.
     shapes = {(*(w for w in argv if not w.startswith("--")), *sorted(flags(argv))): argv for argv in commands}
     commands = list(shapes.values())
     env = gcloud_env(tmp_path / "gcloud-config")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        complaints = [c for c in pool.map(lambda argv: gcloud_parses(argv, env), commands) if c]
+        complaints = [c for c in pool.map(lambda argv: gcloud_parses(argv, dst, env), commands) if c]
     assert complaints == []
 
 
