@@ -13,6 +13,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from django_tasks_google.admin import discovered_tasks
 from django_tasks_google.models import ScheduledTask, ScheduledTaskFiring, TaskExecution
@@ -258,18 +259,21 @@ def enqueued(task: Any = sample_tasks.add, *args: Any, status: str = "READY", **
     return TaskExecution.objects.get(pk=result.id)
 
 
-def test_executions_list_filters_and_search(admin_client: Client) -> None:
+def test_executions_list_filters_and_search(admin_client: Client, sample_task_path: str) -> None:
     failed = enqueued(status="FAILED")
     enqueued(sample_tasks.echo, "x", status="SUCCESSFUL")
+    notification = enqueued(import_string(sample_task_path), 7)
 
     by_status = admin_client.get(EXECUTIONS_URL, {"status__exact": "FAILED"})
     assert [row.pk for row in by_status.context["cl"].result_list] == [failed.pk]
-    by_task = admin_client.get(EXECUTIONS_URL, {"module_path": sample_tasks.echo.module_path})
-    assert [row.module_path for row in by_task.context["cl"].result_list] == [sample_tasks.echo.module_path]
+    by_task = admin_client.get(EXECUTIONS_URL, {"module_path": sample_task_path})
+    assert [row.pk for row in by_task.context["cl"].result_list] == [notification.pk]
+    task_filter = next(spec for spec in by_task.context["cl"].filter_specs if spec.title == "task")
+    assert (sample_task_path, "send_notification") in task_filter.lookup_choices  # from code, no DISTINCT
     by_id = admin_client.get(EXECUTIONS_URL, {"q": str(failed.pk)})
     assert [row.pk for row in by_id.context["cl"].result_list] == [failed.pk]
-    for query in ({"backend_alias__exact": "test-tasks"}, {"queue_name__exact": "default"}):
-        assert admin_client.get(EXECUTIONS_URL, query).context["cl"].result_count == 2
+    assert admin_client.get(EXECUTIONS_URL, {"backend_alias": "test-tasks"}).context["cl"].result_count == 2
+    assert admin_client.get(EXECUTIONS_URL, {"queue_name": "default"}).context["cl"].result_count == 3
 
 
 def test_execution_detail_is_read_only_and_formatted(admin_client: Client) -> None:
