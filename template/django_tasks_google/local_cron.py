@@ -97,8 +97,9 @@ class LocalCron:
         return fired
 
     def _fire(self, scheduled: ScheduledTask, slot: datetime) -> int:
-        key = local_firing_key(scheduled, slot)
+        key = f"local:{scheduled.pk}:{slot.isoformat()}"  # for the log, should the real key fail
         try:
+            key = local_firing_key(scheduled, slot)
             outcome = fire_scheduled_task(
                 scheduled.pk, key=key, source=ScheduledTaskFiring.Source.LOCAL, scheduled_for=slot
             )
@@ -117,7 +118,7 @@ class LocalCron:
         if module_path not in self._task_backends:
             try:
                 task = import_string(module_path)
-            except ImportError:
+            except Exception:  # ImportError, or anything the module raised while importing
                 task = None
             if not isinstance(task, DjangoTask):
                 logger.error(

@@ -338,6 +338,11 @@ def schedule_task_view(request: HttpRequest) -> HttpResponse:
     except PushRejected as rejected:
         logger.warning("Cloud Scheduler push refused (%s): %s", rejected.status, rejected.message)
         return rejected.response()
+    except Exception:
+        # The database, most likely. A firing that did not commit fires on Cloud Scheduler's retry;
+        # one that did makes the retry a duplicate (204).
+        logger.exception("A Cloud Scheduler push could not be handled")
+        return PushRejected(503, "The scheduled task could not be fired now; retry later.").response()
     return HttpResponse(status=204)
 
 
@@ -366,9 +371,6 @@ def fire_pushed_slot(task_id: int, backend: DjangoTasksGoogleBackend, delivery: 
     except (InvalidTask, ImproperlyConfigured, TypeError, ValueError) as exc:
         logger.exception("Scheduled task %s could not be enqueued", task_id)
         raise PushRejected(422, f"Scheduled task {task_id} cannot be enqueued: {exc}") from None
-    except Exception:
-        logger.exception("Scheduled task %s: the push could not be handled", task_id)
-        raise PushRejected(503, "The scheduled task could not be fired now; retry later.") from None
     if outcome.reason == "not-found":
         raise PushRejected(404, f"No scheduled task {task_id}.")
     if outcome.reason != "enqueued":

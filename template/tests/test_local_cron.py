@@ -174,6 +174,17 @@ def test_a_broken_definition_is_logged_once_and_does_not_stop_the_others(caplog:
     assert "no-such-queue" in failures[0].exc_text
 
 
+def test_a_task_that_cannot_be_imported_is_skipped(caplog: Any) -> None:
+    row = scheduled("* * * * *", since=at("2025-01-01 09:00"), name="gone")
+    ScheduledTask.objects.filter(pk=row.pk).update(module_path="tests.no_such_module.task")
+    worker = cron(started_at=at("2025-01-01 10:00:30"))
+
+    with caplog.at_level(logging.ERROR, logger="django_tasks_google.worker"):
+        assert worker.fire_due(at("2025-01-01 10:01")) == 0
+    assert "tests.no_such_module.task" in caplog.text
+    assert not ScheduledTaskFiring.objects.exists()
+
+
 # --- time zones and daylight saving time ------------------------------------------------------
 
 
