@@ -141,11 +141,12 @@ def working_tree_files(root: Path) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throw-away git copy of the working tree, committed and tagged `v99.0.0`."""
+    """A throw-away git copy of the working tree, committed and tagged `v99.0.0`.
+
+    Git-ignored paths (.venv, caches, ./demo-service) stay out, as they would from a release.
+    """
     repo = tmp_path_factory.mktemp("template-repo")
     for relative in working_tree_files(ROOT):
-        if relative.parts[0] in {"demo-service"}:
-            continue
         target = repo / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / relative, target, follow_symlinks=False)
