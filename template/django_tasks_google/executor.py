@@ -200,11 +200,13 @@ def _fail_unstartable(
     return AttemptOutcome(retry=False, status=FAILED, reason="failed")
 
 
-def release_abandoned(row: TaskExecution, error: Exception) -> str | None:
+def release_abandoned(row: TaskExecution, error: Exception, *, count_attempt: bool = True) -> str | None:
     """End a RUNNING attempt that will never record its outcome (its process died, its lease expired).
 
-    The execution becomes READY for another attempt, or FAILED if none may follow. Returns the new
-    status, or None if the row changed meanwhile (e.g. the holder renewed its lease after all).
+    The execution becomes READY for another attempt, or FAILED if none may follow. With
+    `count_attempt=False` (the worker stopped it for a shutdown) the attempt is given back.
+    Returns the new status, or None if the row changed meanwhile (e.g. the holder renewed its
+    lease after all).
     """
     try:
         backend = row.backend
@@ -215,7 +217,7 @@ def release_abandoned(row: TaskExecution, error: Exception) -> str | None:
             else FAILED
         )
     limit = attempt_limit(row, backend)
-    last = backend.run_once or (limit is not None and row.attempts >= limit)
+    last = backend.run_once or (count_attempt and limit is not None and row.attempts >= limit)
     changes: dict[str, Any] = {
         "errors": clip_history([*row.errors, error_entry(error)], backend.max_history_entries),
         "lease_worker_id": None,
@@ -225,6 +227,8 @@ def release_abandoned(row: TaskExecution, error: Exception) -> str | None:
         changes.update(status=FAILED, finished_at=timezone.now())
     else:
         changes.update(status=READY)
+        if not count_attempt:
+            changes["attempts"] = max(row.attempts - 1, 0)
     if not _unchanged(row).update(**changes):
         return None
     if last:

@@ -37,7 +37,7 @@ def load_task(module_path: str) -> base.DjangoTask:
     """The Task object at `module_path`, or a stand-in whose function raises ImportError."""
     try:
         task = import_string(module_path)
-    except ImportError as exc:
+    except Exception as exc:  # an ImportError, or anything the module raised while importing
         func = base.task_function_missing(module_path, exc)
         return base.build_task_unvalidated(base.Task, func=func)
     if not isinstance(task, base.DjangoTask):

@@ -30,7 +30,7 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 
 from .backends.process import ProcessBackend
-from .base import TaskInterrupted
+from .base import TaskInterrupted, TaskTimeout
 from .executor import Claim, claim_execution, lease_expired_error, release_abandoned
 from .local_cron import LocalCron
 from .models import TaskExecution
@@ -39,6 +39,10 @@ from .worker_child import CANCEL_SIGNAL, run_child, warm_up
 logger = logging.getLogger("django_tasks_google.worker")
 
 CHILD_MODULE = "django_tasks_google.worker_child"
+# Why the worker sent SIGTERM to an attempt.
+FORCE_CANCELLED = "force-cancelled"
+TIMED_OUT = "timed out"
+SHUTDOWN = "interrupted by the worker's shutdown"
 
 
 @dataclass
@@ -221,7 +225,7 @@ class Worker:
         for pk, child in self.children.items():
             if child.terminated_at is None:
                 if cancelled.get(pk):
-                    self.terminate(child, "force-cancelled")
+                    self.terminate(child, FORCE_CANCELLED)
                 elif pk in cancelled and not child.told_cancelled:
                     # Graceful: the task stops when it checks is_task_cancelled().
                     child.told_cancelled = True
@@ -231,7 +235,7 @@ class Worker:
                     and child.timeout is not None
                     and now >= child.claimed_at + child.timeout
                 ):
-                    self.terminate(child, f"timed out after {child.timeout}")
+                    self.terminate(child, TIMED_OUT)
         self.escalate()
 
     def terminate(self, child: Child, why: str) -> None:
@@ -264,19 +268,31 @@ class Worker:
             exitcode = child.process.exitcode
             child.process.close()
             del self.children[pk]
-            row = TaskExecution.objects.filter(pk=pk, lease_worker_id=child.claim.lease_id).first()
-            if row is None or row.status != TaskResultStatus.RUNNING:
-                continue
-            how = "was killed" if child.killed else f"exited with code {exitcode}"
-            logger.warning("Task %s: the process running it %s before recording an outcome", pk, how)
-            self._release(
-                child, TaskInterrupted(f"The process running attempt {row.attempts} {how}."), row=row
-            )
+            try:
+                self._release_if_unrecorded(child, exitcode)
+            except DatabaseError:
+                # The lease expires by itself; recover_abandoned() finishes the job later.
+                logger.exception("Task %s: could not check the outcome of its attempt", pk)
 
-    def _release(self, child: Child, error: Exception, row: TaskExecution | None = None) -> None:
+    def _release_if_unrecorded(self, child: Child, exitcode: int | None) -> None:
+        row = TaskExecution.objects.filter(
+            pk=child.claim.execution_id, lease_worker_id=child.claim.lease_id
+        ).first()
+        if row is None or row.status != TaskResultStatus.RUNNING:
+            return
+        how = "was killed" if child.killed else f"exited with code {exitcode}"
+        logger.warning("Task %s: the process running it %s before recording an outcome", row.pk, how)
+        error: Exception = TaskInterrupted(f"The process running attempt {row.attempts} {how}.")
+        if child.why_terminated == TIMED_OUT:
+            error = TaskTimeout(f"Attempt {row.attempts} ran past its timeout of {child.timeout} and {how}.")
+        self._release(child, error, row=row, count_attempt=child.why_terminated != SHUTDOWN)
+
+    def _release(
+        self, child: Child, error: Exception, *, row: TaskExecution | None = None, count_attempt: bool = True
+    ) -> None:
         row = row or TaskExecution.objects.filter(pk=child.claim.execution_id).first()
         if row is not None and row.lease_worker_id == child.claim.lease_id:
-            status = release_abandoned(row, error)
+            status = release_abandoned(row, error, count_attempt=count_attempt)
             if status:
                 logger.warning("Task %s is %s again", row.pk, status)
 
@@ -332,7 +348,7 @@ class Worker:
         logger.warning("Interrupting %d running task(s); they will run again", len(self.children))
         for child in self.children.values():
             if child.terminated_at is None:
-                self.terminate(child, "interrupted by the worker's shutdown")
+                self.terminate(child, SHUTDOWN)
         while self.children:
             self.escalate()
             self.wait(0.2)

@@ -149,11 +149,14 @@ def finished(result_id: str, process: ManagedProcess, *statuses: str) -> TaskExe
 def started(directory: Path, process: ManagedProcess) -> int:
     """Wait for a task's "started" marker; returns the pid it wrote."""
     marker = directory / "started"
+
+    def written() -> str:
+        return marker.read_text().strip() if marker.exists() else ""
+
     try:
-        wait_for(marker.exists, message=f"{marker} to appear")
+        return int(wait_for(written, message=f"{marker} to be written"))
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- worker output ---\n{process.output()}") from None
-    return int(marker.read_text())
 
 
 def pid_exists(pid: int) -> bool:

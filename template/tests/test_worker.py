@@ -117,6 +117,14 @@ def test_timeout_in_cloud_run_jobs_mode(shared_worker: ManagedProcess, markers: 
     assert (markers / "cleanup").exists()
 
 
+def test_timeout_escalates_to_sigkill(shared_worker: ManagedProcess, markers: Path) -> None:
+    result = sample_tasks.job_sleep_ignoring_sigterm.using(timeout=timedelta(seconds=1)).enqueue(str(markers))
+    row = finished(result.id, shared_worker)
+    assert row.status == "FAILED" and (markers / "cleanup").exists() and not (markers / "finished").exists()
+    assert row.errors[-1]["exception_class_path"] == "django_tasks_google.base.TaskTimeout"
+    assert "was killed" in row.errors[-1]["traceback"]
+
+
 def test_a_killed_task_process_is_recovered(shared_worker: ManagedProcess, markers: Path) -> None:
     result = sample_tasks.sleeps_on_first_attempt.enqueue(str(markers))
     os.kill(started(markers, shared_worker), signal.SIGKILL)

@@ -69,23 +69,28 @@ def test_a_killed_worker_leaves_nothing_stuck(markers: Path, tmp_path: Path) -> 
 
 
 def test_sigterm_lets_short_tasks_finish_and_returns_long_ones(markers: Path, tmp_path: Path) -> None:
-    long_dir, short_dir = markers / "long", markers / "short"
-    long_dir.mkdir()
-    short_dir.mkdir()
+    long_dir, short_dir, stubborn_dir = markers / "long", markers / "short", markers / "stubborn"
+    for directory in (long_dir, short_dir, stubborn_dir):
+        directory.mkdir()
     long = sample_tasks.sleep.enqueue(str(long_dir), 60)
-    with worker("--backend", "test-tasks", log_dir=tmp_path) as process:
+    # max_attempts=1 and it ignores SIGTERM: still READY afterwards, as the attempt is not its fault.
+    stubborn = sample_tasks.job_sleep_ignoring_sigterm.enqueue(str(stubborn_dir))
+    with worker("--backend", "test-tasks", "--backend", "test-jobs", log_dir=tmp_path) as process:
         started(long_dir, process)
+        started(stubborn_dir, process)
         short = sample_tasks.sleep.enqueue(str(short_dir), 1.5)
         started(short_dir, process)
         process.send(signal.SIGTERM)
         assert process.wait() == 0
+    assert "sending SIGKILL" in process.output()
     short_row = TaskExecution.objects.get(pk=int(short.id))
     assert short_row.status == "SUCCESSFUL"
-    long_row = TaskExecution.objects.get(pk=int(long.id))
-    assert long_row.status == "READY" and long_row.lease_worker_id is None
-    assert long_row.attempts == 0  # a shutdown does not use up an attempt
-    assert long_row.errors[0]["exception_class_path"] == "django_tasks_google.base.TaskInterrupted"
-    assert (long_dir / "cleanup").exists()
+    for result, directory in ((long, long_dir), (stubborn, stubborn_dir)):
+        row = TaskExecution.objects.get(pk=int(result.id))
+        assert row.status == "READY" and row.lease_worker_id is None
+        assert row.attempts == 0  # a shutdown does not use up an attempt
+        assert row.errors[0]["exception_class_path"] == "django_tasks_google.base.TaskInterrupted"
+        assert (directory / "cleanup").exists()
     assert not TaskExecution.objects.filter(status="RUNNING").exists()
 
 
