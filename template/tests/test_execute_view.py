@@ -192,7 +192,9 @@ def test_the_view_is_not_wrapped_in_a_request_transaction(
 
 
 @pytest.mark.django_db
-def test_googles_certificates_are_fetched_once(push_enqueued: Any, client: Client, oidc_issuer: OidcIssuer) -> None:
+def test_googles_certificates_are_fetched_once(
+    push_enqueued: Any, client: Client, oidc_issuer: OidcIssuer
+) -> None:
     for _ in range(3):
         _, push = push_enqueued(push_tasks.add, 2, 3)
         assert push().send(client).status_code == 204
