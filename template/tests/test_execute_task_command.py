@@ -25,20 +25,20 @@ def row(result_id: str) -> TaskExecution:
     return TaskExecution.objects.get(pk=int(result_id))
 
 
-def test_success_exits_zero() -> None:
-    result = sample_tasks.add.enqueue(1, 2)
-    completed = manage("execute_task", result.id, env=manage_env(CLOUD_RUN_TASK_ATTEMPT="0"))
-    assert completed.returncode == 0, completed.stderr
-    assert f"Task id={result.id}: succeeded" in completed.stdout
-    assert row(result.id).return_value == 3
-
-
-def test_retryable_failure_exits_non_zero() -> None:
+def test_retryable_failure_exits_one() -> None:
     result = sample_tasks.fails.enqueue()
     completed = manage("execute_task", result.id, env=manage_env(CLOUD_RUN_TASK_ATTEMPT="0"))
     assert completed.returncode == 1
     assert f"Task id={result.id} retry requested (retry)" in completed.stderr
     assert row(result.id).status == "READY"
+
+
+def test_success(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CLOUD_RUN_TASK_ATTEMPT", "0")
+    result = sample_tasks.add.enqueue(1, 2)
+    call_command("execute_task", result.id)
+    assert f"Task id={result.id}: succeeded" in capsys.readouterr().out
+    assert row(result.id).return_value == 3
 
 
 def test_last_attempt_failure_exits_zero(monkeypatch: pytest.MonkeyPatch) -> None:
