@@ -1,12 +1,15 @@
-"""Deployment files: Dockerfile, gunicorn.conf.py, cloudbuild.yaml and deploy/bootstrap.sh.
+"""Deployment files: Dockerfile, gunicorn.conf.py, cloudbuild.yaml, deploy/bootstrap.sh, README.
 
 Fast tier, for every answer combination of the render matrix: hadolint, the Cloud Build schema,
 substitutions, the build steps each combination needs, one image whose jobs pass args (never
---command), shellcheck, and the bootstrap script run against a recording stand-in for gcloud (dry
-run, first run, re-run). Slow tier: the real gcloud parses every command without credentials;
+--command), shellcheck, the bootstrap script run against a recording stand-in for gcloud (dry
+run, first run, re-run), and the README's deploy walk-through against those files.
+
+Slow tier: the real gcloud, without credentials, parses every command of the three files;
 production settings pass `check --deploy`; and the Dockerfile's steps are replayed without Docker
-(lock-only dependency layer, collectstatic, migrate job, gunicorn with gunicorn.conf.py) against
-which real HTTP requests are made.
+(lock-only dependency layer, collectstatic, the migrate job, the image's CMD under the deploy's
+environment), then real HTTP requests and Cloud Tasks pushes (through the generated project's
+gRPC fake and test OIDC issuer) are sent to it.
 """
 
 from __future__ import annotations
