@@ -110,18 +110,18 @@ class Worker:
         os.set_blocking(wakeup_w, False)
         previous = self._install_signal_handlers(wakeup_w)
         self.wakeup_fd = wakeup_r
-        # Start the fork server (it sets Django up) before claiming anything: a lease taken now
-        # must not run out while the first child waits for it.
-        ready = self.context.Process(target=warm_up, name="warm-up")
-        ready.start()
-        ready.join()
-        logger.info(
-            "Worker started: backends %s, queues %s, %s process(es) at most",
-            ", ".join(sorted(self.by_alias)),
-            ", ".join(self.queues) if self.queues else "all",
-            self.settings.max_workers,
-        )
         try:
+            # Start the fork server (it sets Django up) before claiming anything: a lease taken
+            # now must not run out while the first child waits for it.
+            ready = self.context.Process(target=warm_up, name="warm-up")
+            ready.start()
+            ready.join()
+            logger.info(
+                "Worker started: backends %s, queues %s, %s process(es) at most",
+                ", ".join(sorted(self.by_alias)),
+                ", ".join(self.queues) if self.queues else "all",
+                self.settings.max_workers,
+            )
             while not self.stop_signals:
                 self.reap()
                 self.poll()
