@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 SyncedProject = Callable[[str], Path]
 
 
-@pytest.fixture(params=sorted(VARIANTS))
+# Under xdist (`--dist loadgroup`), a variant's tests share one worker and so one synced project.
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in sorted(VARIANTS)])
 def variant(request: pytest.FixtureRequest) -> str:
     return request.param
 
