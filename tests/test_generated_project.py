@@ -32,24 +32,26 @@ def project(variant: str, synced_project: SyncedProject) -> Path:
 
 
 @pytest.fixture
-def database_env(variant: str, request: pytest.FixtureRequest) -> dict[str, str]:
-    """DATABASE_URL for PostgreSQL variants: the server's maintenance database `postgres`.
-
-    It always exists, so commands that peek at the database (makemigrations' history check) see
-    a real one; the test suite gets a database of its own (`suite_database_env`).
-    """
+def postgres_server(variant: str, request: pytest.FixtureRequest) -> str | None:
+    """The test PostgreSQL server for PostgreSQL variants (started only when one needs it)."""
     if VARIANTS[variant]["database"] != "postgres":
-        return {}
-    return {"DATABASE_URL": database_url(request.getfixturevalue("postgres_url"), "postgres")}
+        return None
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
-def suite_database_env(variant: str, database_env: dict[str, str]) -> dict[str, str]:
+def database_env(postgres_server: str | None) -> dict[str, str]:
+    """DATABASE_URL for commands: the server's maintenance database `postgres`, which always exists,
+    so commands that peek at the database (makemigrations' history check) see a real one."""
+    return {"DATABASE_URL": database_url(postgres_server, "postgres")} if postgres_server else {}
+
+
+@pytest.fixture
+def suite_database_env(variant: str, postgres_server: str | None) -> dict[str, str]:
     """pytest-django creates and drops test_<name>: a name per variant keeps shared servers tidy."""
-    if not database_env:
+    if not postgres_server:
         return {}
-    server = database_env["DATABASE_URL"].rsplit("/", 1)[0]
-    return {"DATABASE_URL": database_url(server, f"tpl_{variant.replace('-', '_')}")}
+    return {"DATABASE_URL": database_url(postgres_server, f"tpl_{variant.replace('-', '_')}")}
 
 
 def manage(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
