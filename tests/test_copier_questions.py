@@ -53,6 +53,14 @@ def test_pure_defaults_render(render: Render, tmp_path: Path) -> None:
     assert answers["google_backends"] == ASKED["google_backends"]["default"]
 
 
+def test_long_slug_gives_a_valid_default_service_name(render: Render, tmp_path: Path) -> None:
+    """A slug longer than 22 characters still gives a default service name within its limit."""
+    dst = render(tmp_path / "service", project_name="Quarterly Revenue Reconciler")
+    answers = yaml.safe_load((dst / ".copier-answers.yml").read_text())
+    assert answers["project_slug"] == "quarterly_revenue_reconciler"
+    assert answers["service_name"] == "quarterly-revenue-reco"
+
+
 @pytest.mark.parametrize(
     ("question", "value", "message"),
     [
