@@ -1,0 +1,101 @@
+"""Shared plumbing of the benchmarks: a rendered service to measure in, and the result table.
+
+The measurements run INSIDE a service rendered from this template, with that service's own
+interpreter and dependencies (the root virtualenv has neither Django nor the Google libraries).
+Without `--project` the service is rendered into a temporary directory and removed afterwards;
+with `--project PATH` it is rendered there once and reused by later runs.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import copier
+
+ROOT = Path(__file__).resolve().parent.parent
+INSIDE = Path(__file__).resolve().parent / "inside"
+# The dev group's uv: pyenv's `uv` shim fails inside a project whose .python-version is 3.13.
+UV = Path(sys.executable).with_name("uv")
+# This repo's interpreter and settings must not leak into the rendered service's processes.
+LEAKY_VARIABLES = {
+    "VIRTUAL_ENV",
+    "PYENV_VERSION",
+    "PYENV_DIR",
+    "DATABASE_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "TASKS_TARGET",
+}
+
+
+def add_project_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--project",
+        type=Path,
+        metavar="PATH",
+        help="render the service here once and reuse it later (default: a temporary directory)",
+    )
+
+
+@contextmanager
+def rendered_project(path: Path | None) -> Iterator[Path]:
+    """A synced service to measure in: PATH as it is, PATH freshly rendered, or a temporary one."""
+    if path is not None:
+        path = path.resolve()
+        if not (path / "manage.py").exists():
+            render(path)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        dest = Path(tmp) / "service"
+        render(dest)
+        yield dest
+
+
+def render(dest: Path) -> None:
+    print(f"Rendering and syncing a service in {dest} (--project PATH keeps one)", file=sys.stderr)
+    copier.run_copy(
+        str(ROOT),
+        dest,
+        data={"database": "sqlite", "lock_dependencies": False},
+        vcs_ref="HEAD",  # the working tree, uncommitted changes included
+        defaults=True,
+        unsafe=True,
+        skip_tasks=True,
+        quiet=True,
+    )
+    env = clean_env() | {"UV_PYTHON_DOWNLOADS": "never"}
+    subprocess.run([str(UV), "sync", "--quiet"], cwd=dest, env=env, check=True)
+
+
+def clean_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key not in LEAKY_VARIABLES}
+
+
+def run_inside(project: Path, script: str, args: Sequence[str], *, database_url: str | None = None) -> dict:
+    """Run `bench/inside/<script>` with the service's interpreter; return the JSON it prints last."""
+    env = clean_env() | {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "TASKS_TARGET": "local",
+        "GRPC_VERBOSITY": "ERROR",
+        "PYTHONPATH": str(project),  # config, the vendored app, the sample tasks, tests.fakes
+        # Its own database file: a reused project's db.sqlite3 stays untouched.
+        "DATABASE_URL": database_url or f"sqlite:///{project / 'bench.sqlite3'}",
+    }
+    python = project / ".venv" / "bin" / "python"
+    argv = [str(python), str(INSIDE / script), *args]
+    completed = subprocess.run(argv, cwd=project, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    if completed.returncode != 0:
+        sys.exit(f"{script} failed (exit code {completed.returncode}) in {project}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for line in [headers, ["-" * width for width in widths], *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
