@@ -86,7 +86,7 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
         queue_id = self.resolve_queue_name(queue_name)
         return f"projects/{self.project_id}/locations/{self.location}/queues/{queue_id}"
 
-    def cloud_task_name(self, execution: TaskExecution) -> str:
+    def cloud_task_name(self, execution: TaskExecution, replacing: str | None = None) -> str:
         """The task's name: deterministic per execution, so a repeated CreateTask is deduplicated.
 
         Cloud Tasks answers ALREADY_EXISTS for a name that exists or existed recently, so a
@@ -94,20 +94,23 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
         id starts with a hash (Google advises against sequential ids, which crowd one key range)
         and ends with the execution id for people reading logs. The enqueue time and attempt
         count are hashed in, so a database reusing ids, or a later re-dispatch of an execution
-        that already ran, gets a fresh name.
+        that already ran, gets a fresh name. `replacing` (a task Cloud Tasks gave up on, see
+        recovery.py) is hashed in too: that name cannot be reused for a while.
         """
-        identity = "\0".join(
-            [self.alias, str(execution.pk), execution.enqueued_at.isoformat(), str(execution.attempts)]
-        )
+        parts = [self.alias, str(execution.pk), execution.enqueued_at.isoformat(), str(execution.attempts)]
+        if replacing:
+            # recover_tasks replaces a task Cloud Tasks gave up on; its name stays taken for a while.
+            parts.append(replacing)
+        identity = "\0".join(parts)
         digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
         return f"{self.queue_path(execution.queue_name)}/tasks/{digest}-{execution.pk}"
 
-    def build_task(self, execution: TaskExecution) -> tasks_v2.Task:
+    def build_task(self, execution: TaskExecution, replacing: str | None = None) -> tasks_v2.Task:
         """The Cloud Tasks task that pushes `execution` to this service's execute URL."""
         from google.cloud import tasks_v2
 
         task = tasks_v2.Task(
-            name=self.cloud_task_name(execution),
+            name=self.cloud_task_name(execution, replacing),
             http_request=tasks_v2.HttpRequest(
                 http_method=tasks_v2.HttpMethod.POST,
                 url=self.execute_url,
@@ -129,17 +132,20 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
             task.dispatch_deadline = execution.timeout
         return task
 
-    def dispatch(self, execution: TaskExecution) -> None:
+    def dispatch(self, execution: TaskExecution, *, replacing: str | None = None) -> None:
         """Create the Cloud Task (called once the enqueueing transaction has committed).
 
         No transaction and no row lock are held here: the push may arrive before this method has
-        stored the task name, and the executor does not need it.
+        stored the task name, and the executor does not need it. `replacing`: the name of a task
+        that no longer exists and that this one replaces (recover_tasks).
         """
         from google.api_core import exceptions as api_exceptions
 
         try:
             max_attempts = self.max_attempts_for(execution.queue_name)
-            name = self._create_task(self.queue_path(execution.queue_name), self.build_task(execution))
+            name = self._create_task(
+                self.queue_path(execution.queue_name), self.build_task(execution, replacing)
+            )
         except api_exceptions.GoogleAPIError as exc:
             self.mark_dispatch_failed(execution, exc)
             return

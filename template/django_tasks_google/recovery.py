@@ -1,0 +1,263 @@
+"""Unstick tasks that Google Cloud stopped delivering (run by `manage.py recover_tasks`).
+
+Cloud Tasks and Cloud Run Jobs retry an attempt only a limited number of times, so an execution
+can be left with nobody to deliver it:
+
+* RUNNING with an expired lease: its process crashed after the platform had used up its retries.
+* READY, but its Cloud Task no longer exists (Cloud Tasks gave up: max_retry_duration reached, or
+  the attempts were consumed by 503s that never reached the executor) or its Cloud Run execution
+  completed.
+* READY and never dispatched: the process died between the commit and the API call.
+
+The local worker recovers expired leases itself; on Google Cloud nothing runs continuously, so
+this pass is meant to run every few minutes (e.g. a Cloud Scheduler job starting a Cloud Run job
+with `python manage.py recover_tasks`).
+
+No row lock is held during an RPC. Every write is a conditional UPDATE on the row as it was read
+(the executor's compare-and-set style), so concurrent runs, and deliveries arriving meanwhile,
+never both act on one state: the loser skips the row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Q, QuerySet
+from django.tasks import TaskResultStatus, task_backends
+from django.tasks.signals import task_finished
+from django.utils import timezone
+
+from . import gcp
+from .backends.base import DjangoTasksGoogleBackend, clip_history
+from .backends.cloud_run_jobs import CloudRunJobsBackend
+from .backends.cloud_tasks import CloudTasksBackend
+from .base import PermanentTaskError
+from .executor import attempt_limit, lease_expired_error, release_abandoned
+from .models import TaskExecution, error_entry
+from .signals import send_task_signal
+
+logger = logging.getLogger("django_tasks_google")
+
+GOOGLE_BACKENDS = (CloudTasksBackend, CloudRunJobsBackend)
+
+# What the platform says about a READY row's delivery.
+PENDING = "pending"  # a Cloud Task still exists / the Cloud Run execution is still running
+GONE = "gone"  # the Cloud Task no longer exists / the Cloud Run execution completed
+NEVER_DISPATCHED = "never-dispatched"  # no task or execution name was ever stored
+
+
+@dataclass
+class RecoverySummary:
+    """Counts of what one pass did (or, with dry_run, would do)."""
+
+    dry_run: bool
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        order = ["released", "redispatched", "failed", "pending", "skipped", "errors"]
+        parts = ", ".join(f"{self.counts[key]} {key}" for key in order)
+        return f"recover_tasks: {parts}" + (" (dry run: nothing changed)" if self.dry_run else "")
+
+
+def google_backends(aliases: list[str] | None = None) -> dict[str, DjangoTasksGoogleBackend]:
+    """The Cloud Tasks / Cloud Run Jobs backends by alias; `aliases` must all name one of them."""
+    found = {
+        alias: backend
+        for alias in task_backends.settings
+        if isinstance(backend := task_backends[alias], GOOGLE_BACKENDS)
+    }
+    if aliases is None:
+        return found
+    unknown = [alias for alias in aliases if alias not in found]
+    if unknown:
+        raise ValueError(
+            f"Not a Cloud Tasks or Cloud Run Jobs backend: {', '.join(unknown)} "
+            f"(configured: {', '.join(sorted(found)) or 'none'})"
+        )
+    return {alias: found[alias] for alias in aliases}
+
+
+def recover(
+    *, older_than: timedelta, aliases: list[str] | None = None, dry_run: bool = False
+) -> RecoverySummary:
+    """One recovery pass over the Google backends' unfinished executions."""
+    backends = google_backends(aliases)
+    summary = RecoverySummary(dry_run=dry_run)
+    if not backends:
+        return summary
+    now = timezone.now()
+    _release_expired_leases(backends, now, summary)
+    # After the releases: a row just made READY whose delivery is gone is re-dispatched at once.
+    for row in _quiet_ready_rows(backends, now - older_than):
+        _recover_ready(row, backends[row.backend_alias], summary)
+    return summary
+
+
+# --- (a) expired leases ---------------------------------------------------------------------------
+
+
+def _release_expired_leases(
+    backends: dict[str, DjangoTasksGoogleBackend], now: datetime, summary: RecoverySummary
+) -> None:
+    expired = TaskExecution.objects.filter(
+        Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True),
+        status=TaskResultStatus.RUNNING,
+        backend_alias__in=list(backends),
+    ).order_by("pk")
+    for row in expired:
+        if summary.dry_run:
+            _log(row, "would release its expired lease")
+            summary.counts["released"] += 1
+            continue
+        # READY if attempts remain, else FAILED; None if the holder renewed or finished meanwhile.
+        status = release_abandoned(row, lease_expired_error(row))
+        if status is None:
+            summary.counts["skipped"] += 1
+        elif status == TaskResultStatus.FAILED:
+            _log(row, "lease expired with no attempts left: FAILED")
+            summary.counts["failed"] += 1
+        else:
+            _log(row, f"lease expired: released, {status} again")
+            summary.counts["released"] += 1
+
+
+# --- (b)/(c) READY rows nobody delivers -----------------------------------------------------------
+
+
+def _quiet_ready_rows(
+    backends: dict[str, DjangoTasksGoogleBackend], quiet_since: datetime
+) -> QuerySet[TaskExecution]:
+    """READY rows neither enqueued nor attempted after `quiet_since` (fresh ones are still in flight)."""
+    return TaskExecution.objects.filter(
+        Q(last_attempted_at__isnull=True) | Q(last_attempted_at__lte=quiet_since),
+        status=TaskResultStatus.READY,
+        backend_alias__in=list(backends),
+        enqueued_at__lte=quiet_since,
+    ).order_by("pk")
+
+
+def _recover_ready(row: TaskExecution, backend: DjangoTasksGoogleBackend, summary: RecoverySummary) -> None:
+    from google.api_core.exceptions import GoogleAPIError
+
+    try:
+        delivery = delivery_state(row, backend)
+    except GoogleAPIError as exc:
+        logger.error("Task %s: could not ask the platform about its delivery: %s", row.pk, exc)
+        summary.counts["errors"] += 1
+        return
+    if delivery == PENDING:
+        summary.counts["pending"] += 1
+        return
+    why = "never dispatched" if delivery == NEVER_DISPATCHED else "its delivery is gone"
+    refusal = _no_attempt_left(row, backend)
+    if summary.dry_run:
+        _log(row, f"{why}: would {'fail' if refusal else 're-dispatch'} it")
+        summary.counts["failed" if refusal else "redispatched"] += 1
+        return
+    if refusal is not None:
+        _fail(row, backend, refusal, why, summary)
+    else:
+        _redispatch(row, backend, why, summary)
+
+
+def delivery_state(row: TaskExecution, backend: DjangoTasksGoogleBackend) -> str:
+    """Whether the platform still holds a delivery of `row`: PENDING, GONE or NEVER_DISPATCHED."""
+    from google.api_core.exceptions import NotFound
+
+    if isinstance(backend, CloudTasksBackend):
+        if not row.cloud_task_name:
+            return NEVER_DISPATCHED
+        try:
+            # A task exists until it succeeded or Cloud Tasks gave up retrying it.
+            gcp.cloud_tasks_client(backend.api_endpoint).get_task(
+                name=row.cloud_task_name, timeout=gcp.DEFAULT_TIMEOUT
+            )
+        except NotFound:
+            return GONE
+        return PENDING
+    if not row.cloud_run_job_execution_name:
+        return NEVER_DISPATCHED
+    try:
+        execution = gcp.run_executions_client(backend.api_endpoint).get_execution(
+            name=row.cloud_run_job_execution_name, timeout=gcp.DEFAULT_TIMEOUT
+        )
+    except NotFound:
+        return GONE
+    # Completed (succeeded, failed or cancelled): Cloud Run retries nothing any more.
+    return GONE if "completion_time" in execution else PENDING
+
+
+def _no_attempt_left(row: TaskExecution, backend: DjangoTasksGoogleBackend) -> PermanentTaskError | None:
+    if backend.run_once and row.attempts > 0:
+        return PermanentTaskError(f"run_once: attempt {row.attempts} did not finish and was not redelivered.")
+    limit = attempt_limit(row, backend)
+    if limit is not None and row.attempts >= limit:
+        return PermanentTaskError(f"Not delivered again, and all {limit} attempts were used.")
+    return None
+
+
+def _as_read(row: TaskExecution) -> QuerySet[TaskExecution]:
+    """The row only while it is still the READY row we read: a claim, a heartbeat, a dispatch or
+    another recovery run changes one of these columns."""
+    return TaskExecution.objects.filter(
+        pk=row.pk,
+        status=TaskResultStatus.READY,
+        attempts=row.attempts,
+        last_attempted_at=row.last_attempted_at,
+        lease_worker_id=row.lease_worker_id,
+        cloud_task_name=row.cloud_task_name,
+        cloud_run_job_execution_name=row.cloud_run_job_execution_name,
+    )
+
+
+def _fail(
+    row: TaskExecution,
+    backend: DjangoTasksGoogleBackend,
+    refusal: PermanentTaskError,
+    why: str,
+    summary: RecoverySummary,
+) -> None:
+    errors = clip_history([*row.errors, error_entry(refusal)], backend.max_history_entries)
+    if not _as_read(row).update(status=TaskResultStatus.FAILED, finished_at=timezone.now(), errors=errors):
+        summary.counts["skipped"] += 1
+        return
+    _log(row, f"{why} and no attempt is left: FAILED")
+    summary.counts["failed"] += 1
+    row.refresh_from_db()
+    send_task_signal(task_finished, type(backend), row.task_result)
+
+
+def _redispatch(
+    row: TaskExecution, backend: DjangoTasksGoogleBackend, why: str, summary: RecoverySummary
+) -> None:
+    # Claim the re-dispatch before any RPC, by moving the row past the state every concurrent run
+    # read. Cloud Tasks: the new task name is derived from the old one (a name Cloud Tasks has seen
+    # cannot be reused for a while), so racing runs compute the same name and Cloud Tasks
+    # deduplicates them. Cloud Run: the completed execution's name is dropped; dispatch stores the
+    # new one; a run reading the row before that could start a second execution, which the
+    # executor's lease turns into a no-op. A crash right after this claim leaves a row the next
+    # pass finds undelivered again.
+    if isinstance(backend, CloudTasksBackend):
+        replacing = row.cloud_task_name
+        if not _as_read(row).update(cloud_task_name=backend.cloud_task_name(row, replacing)):
+            summary.counts["skipped"] += 1
+            return
+        backend.dispatch(row, replacing=replacing)
+    else:
+        if not _as_read(row).update(cloud_run_job_execution_name=None):
+            summary.counts["skipped"] += 1
+            return
+        backend.dispatch(row)
+    if row.status == TaskResultStatus.FAILED:
+        # dispatch recorded the API error on the row (mark_dispatch_failed) and logged it.
+        summary.counts["errors"] += 1
+        return
+    _log(row, f"{why}: re-dispatched")
+    summary.counts["redispatched"] += 1
+
+
+def _log(row: TaskExecution, what: str) -> None:
+    logger.warning("Task %s (%s, backend %r): %s", row.pk, row.module_path, row.backend_alias, what)
