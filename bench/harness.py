@@ -8,7 +8,6 @@ with `--project PATH` it is rendered there once and reused by later runs.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,21 +15,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import copier
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from service import UV, render_service, service_env  # noqa: E402  (scripts/ is not a package)
+
 INSIDE = Path(__file__).resolve().parent / "inside"
-# The dev group's uv: pyenv's `uv` shim fails inside a project whose .python-version is 3.13.
-UV = Path(sys.executable).with_name("uv")
-# This repo's interpreter and settings must not leak into the rendered service's processes.
-LEAKY_VARIABLES = {
-    "VIRTUAL_ENV",
-    "PYENV_VERSION",
-    "PYENV_DIR",
-    "DATABASE_URL",
-    "DJANGO_SETTINGS_MODULE",
-    "TASKS_TARGET",
-}
 
 
 def add_project_argument(parser: argparse.ArgumentParser) -> None:
@@ -59,27 +48,13 @@ def rendered_project(path: Path | None) -> Iterator[Path]:
 
 def render(dest: Path) -> None:
     print(f"Rendering and syncing a service in {dest} (--project PATH keeps one)", file=sys.stderr)
-    copier.run_copy(
-        str(ROOT),
-        dest,
-        data={"database": "sqlite", "lock_dependencies": False},
-        vcs_ref="HEAD",  # the working tree, uncommitted changes included
-        defaults=True,
-        unsafe=True,
-        skip_tasks=True,
-        quiet=True,
-    )
-    env = clean_env() | {"UV_PYTHON_DOWNLOADS": "never"}
-    subprocess.run([str(UV), "sync", "--quiet"], cwd=dest, env=env, check=True)
-
-
-def clean_env() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key not in LEAKY_VARIABLES}
+    render_service(dest, {"database": "sqlite"})
+    subprocess.run([str(UV), "sync", "--quiet"], cwd=dest, env=service_env(), check=True)
 
 
 def run_inside(project: Path, script: str, args: Sequence[str], *, database_url: str | None = None) -> dict:
     """Run `bench/inside/<script>` with the service's interpreter; return the JSON it prints last."""
-    env = clean_env() | {
+    env = service_env() | {
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "TASKS_TARGET": "local",
         "GRPC_VERBOSITY": "ERROR",

@@ -9,26 +9,13 @@ and prints their results. Nothing outside DEST is touched, no cloud account is n
 """
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import copier
+from service import ROOT, UV, render_service, run_in_service
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEST = ROOT / "demo-service"
-# The dev group's uv: pyenv's `uv` shim fails inside a project whose .python-version is 3.13.
-UV = Path(sys.executable).with_name("uv")
-LEAKY_VARIABLES = {
-    "VIRTUAL_ENV",
-    "PYENV_VERSION",
-    "PYENV_DIR",
-    "DATABASE_URL",
-    "DJANGO_SETTINGS_MODULE",
-    "TASKS_TARGET",
-}
 
 
 def main() -> None:
@@ -46,17 +33,7 @@ def main() -> None:
         shutil.rmtree(dest)
 
     step(f"Rendering the template into {dest}")
-    copier.run_copy(
-        str(ROOT),
-        dest,
-        # Locking runs below with the dev group's uv rather than as the template's task.
-        data={"database": "sqlite", "lock_dependencies": False},
-        vcs_ref="HEAD",  # the working tree, even once release tags exist
-        defaults=True,
-        unsafe=True,
-        skip_tasks=True,
-        quiet=True,
-    )
+    render_service(dest, {"database": "sqlite"})
     step("Installing its dependencies")
     in_project(dest, [UV, "lock"])
     in_project(dest, [UV, "sync", "--locked"])
@@ -76,16 +53,11 @@ def step(message: str) -> None:
 
 
 def in_project(dest: Path, command: list[str | Path]) -> None:
-    """Run a command in the demo project, isolated from this repo's virtualenv, Python and settings.
-
-    pyenv's shims export PYENV_VERSION and PYENV_DIR (this repo's 3.12); dropped, the project's own
-    .python-version picks its interpreter.
-    """
-    env = {key: value for key, value in os.environ.items() if key not in LEAKY_VARIABLES}
-    argv = [str(part) for part in command]
-    completed = subprocess.run(argv, cwd=dest, env=env, check=False)
+    """Run a command in the demo project, isolated from this repo's virtualenv, Python and settings."""
+    completed = run_in_service(dest, *command, check=False)
     if completed.returncode != 0:
-        sys.exit(f"`{' '.join(argv)}` failed (exit code {completed.returncode}) in {dest}.")
+        argv = " ".join(str(part) for part in command)
+        sys.exit(f"`{argv}` failed (exit code {completed.returncode}) in {dest}.")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,12 @@ template are exercised at once by `uv run pytest` inside the dev project.
 """
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import copier
+from service import ROOT, UV, render_service, run_in_service
 
-ROOT = Path(__file__).resolve().parent.parent
 LIVE_DIRS = ["django_tasks_google", "tests"]
 
 
@@ -27,14 +24,12 @@ def main() -> None:
     parser.add_argument("dest", type=Path)
     parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="a copier answer")
     args = parser.parse_args()
-    data: dict[str, object] = {"lock_dependencies": False}
+    data: dict[str, object] = {}
     for item in args.data:
         key, _, value = item.partition("=")
         data[key] = value
     dest = args.dest.resolve()
-    copier.run_copy(
-        str(ROOT), dest, data=data, defaults=True, unsafe=True, skip_tasks=True, quiet=True, overwrite=True
-    )
+    render_service(dest, data, overwrite=True)
     for name in LIVE_DIRS:
         target = dest / name
         if target.is_symlink():
@@ -42,10 +37,7 @@ def main() -> None:
         elif target.exists():
             shutil.rmtree(target)
         target.symlink_to(ROOT / "template" / name, target_is_directory=True)
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    env["UV_PYTHON_DOWNLOADS"] = "never"
-    uv = Path(sys.executable).with_name("uv")  # the dev group's uv: pyenv shims may hide another
-    subprocess.run([str(uv), "sync"], cwd=dest, env=env, check=True)
+    run_in_service(dest, UV, "sync")
     print(f"Dev project ready in {dest}; run `uv run pytest` there.", file=sys.stderr)
 
 
