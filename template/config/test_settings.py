@@ -16,8 +16,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not ":memory:", so worker subprocesses started by tests see the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 
-# Extra local backends for the task tests (tests/sample_tasks.py): short heartbeats, polls and
-# grace periods, so the worker subprocesses the tests start react within a fraction of a second.
+# Extra local backends for the vendored app's tests (tests/django_tasks_google/): short heartbeats,
+# polls and grace periods, so the worker subprocesses the tests start react within a fraction of a second.
 _FAST_PROCESS_OPTIONS = {
     "heartbeat_interval_seconds": 0.2,
     "heartbeat_timeout_seconds": 5,

@@ -14,7 +14,7 @@ from django.tasks import task_backends
 from django.test import override_settings
 
 from django_tasks_google.models import TaskExecution
-from tests import sample_tasks
+from tests.django_tasks_google import sample_tasks
 from tests.processes import finished, manage, started, worker
 
 pytestmark = pytest.mark.django_db(transaction=True)

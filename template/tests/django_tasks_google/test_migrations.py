@@ -30,7 +30,7 @@ def test_published_schema_migrates_forward() -> None:
         )
         assert "attempts" not in published_fields
         old = OldExecution.objects.create(
-            module_path="tests.sample_tasks.add",
+            module_path="tests.django_tasks_google.sample_tasks.add",
             backend_alias="test-tasks",
             args=[1, 2],
             status="FAILED",

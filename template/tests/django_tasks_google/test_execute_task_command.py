@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_tasks_google.base import cancel_task
 from django_tasks_google.executor import Claim, claim_execution
 from django_tasks_google.models import TaskExecution
-from tests import sample_tasks
+from tests.django_tasks_google import sample_tasks
 from tests.processes import ManagedProcess, manage, manage_env, started, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -23,8 +23,8 @@ from google.api_core import exceptions
 from django_tasks_google.backends import CloudRunJobsBackend
 from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
-from tests import job_tasks
-from tests.cloud_run_job import JOB, LOCATION, jobs_backend, use_jobs_backend
+from tests.django_tasks_google import job_tasks
+from tests.django_tasks_google.cloud_run_job import JOB, LOCATION, jobs_backend, use_jobs_backend
 from tests.fakes.google_services import GoogleServicesFake
 
 

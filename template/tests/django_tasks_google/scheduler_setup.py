@@ -3,7 +3,7 @@
 The "cloud" alias is a CloudTasksBackend (queue "default" → Cloud Tasks queue "service-default")
 talking to the fake through `api_endpoint`, verifying push tokens against the test issuer
 (`oidc_certs_url`), with job ids prefixed "svc-". Scheduled tasks use the test tasks of
-tests/sample_tasks.py, moved onto "cloud" by the ScheduledTask's own backend field.
+tests/django_tasks_google/sample_tasks.py, moved onto "cloud" by the ScheduledTask's own backend field.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django_tasks_google.cron import slots_between
 from django_tasks_google.local_cron import MAX_CATCH_UP_SLOTS, LocalCron
 from django_tasks_google.models import ScheduledTask, ScheduledTaskFiring, TaskExecution
-from tests import sample_tasks
+from tests.django_tasks_google import sample_tasks
 from tests.processes import manage
 
 pytestmark = pytest.mark.django_db

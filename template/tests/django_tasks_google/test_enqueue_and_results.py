@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from django_tasks_google.backends import DjangoTasksGoogleBackend
 from django_tasks_google.models import TaskExecution
-from tests.sample_tasks import add, echo, job_sleep
+from tests.django_tasks_google.sample_tasks import add, echo, job_sleep
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +36,7 @@ def test_enqueue_stores_a_ready_execution() -> None:
     assert result.backend == "test-tasks"
     row = TaskExecution.objects.get(pk=int(result.id))
     assert (row.module_path, row.backend_alias, row.queue_name) == (
-        "tests.sample_tasks.add",
+        "tests.django_tasks_google.sample_tasks.add",
         "test-tasks",
         "default",
     )
@@ -157,9 +157,9 @@ def test_get_result_of_an_unknown_id_raises_does_not_exist(result_id: str) -> No
 
 def test_result_stays_readable_when_the_task_is_gone() -> None:
     result = add.enqueue(1, 2)
-    TaskExecution.objects.filter(pk=int(result.id)).update(module_path="tests.sample_tasks.removed_task")
+    TaskExecution.objects.filter(pk=int(result.id)).update(module_path="tests.django_tasks_google.sample_tasks.removed_task")
     fetched = task_backends["test-tasks"].get_result(result.id)
-    assert fetched.task.module_path == "tests.sample_tasks.removed_task"
+    assert fetched.task.module_path == "tests.django_tasks_google.sample_tasks.removed_task"
     with pytest.raises(ImportError, match="Cannot import the task"):
         fetched.task.call()
 

@@ -18,8 +18,8 @@ from django.utils.module_loading import import_string
 from django_tasks_google.admin import discovered_tasks
 from django_tasks_google.models import ScheduledTask, ScheduledTaskFiring, TaskExecution
 from django_tasks_google.scheduler import schedule_task
-from tests import sample_tasks
-from tests.scheduler_setup import configure_cloud, job_name, scheduler_calls, stored_job
+from tests.django_tasks_google import sample_tasks
+from tests.django_tasks_google.scheduler_setup import configure_cloud, job_name, scheduler_calls, stored_job
 
 pytestmark = pytest.mark.django_db
 

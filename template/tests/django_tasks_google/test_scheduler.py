@@ -27,8 +27,8 @@ from django_tasks_google.scheduler import (
     schedule_task,
     sync_scheduled_task,
 )
-from tests import sample_tasks
-from tests.scheduler_setup import (
+from tests.django_tasks_google import sample_tasks
+from tests.django_tasks_google.scheduler_setup import (
     ORIGIN,
     PARENT,
     SCHEDULE_URL,

@@ -14,7 +14,7 @@ import pytest
 
 from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
-from tests import sample_tasks
+from tests.django_tasks_google import sample_tasks
 from tests.processes import ManagedProcess, finished, pid_exists, started, wait_for, worker
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,7 +6,7 @@ RunJob overrides, and the job's env plus the `CLOUD_RUN_*` variables. The fake
 (read from the project's Dockerfile) and runs the resulting process in the project directory,
 against the test database, like `WORKDIR /app` in the image.
 
-The process gets the test's TASKS (through `tests.job_container_settings`), so the backend it
+The process gets the test's TASKS (through `tests.django_tasks_google.job_container_settings`), so the backend it
 runs under is the one the test configured.
 """
 
@@ -128,7 +128,7 @@ def _container_env(container: JobContainer) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         # What the deployment provides: the database and the settings (here: the test's TASKS).
         "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": "tests.job_container_settings",
+        "DJANGO_SETTINGS_MODULE": "tests.django_tasks_google.job_container_settings",
         "TEST_TASKS_JSON": json.dumps(settings.TASKS),
         # Last: Cloud Run's reserved CLOUD_RUN_* variables and the job's own env.
         **container.env,

@@ -21,8 +21,8 @@ from django.test import Client
 
 from django_tasks_google.backends import CloudTasksBackend
 from django_tasks_google.models import TaskExecution
-from tests import push_tasks
-from tests.cloud_tasks_setup import (
+from tests.django_tasks_google import push_tasks
+from tests.django_tasks_google.cloud_tasks_setup import (
     ORIGIN,
     QUEUE,
     QUEUE_ID,

@@ -119,7 +119,7 @@ def test_manage_py_check_reports_the_option() -> None:
 
 
 def test_enqueue_refuses_a_misconfigured_backend() -> None:
-    from tests.sample_tasks import add
+    from tests.django_tasks_google.sample_tasks import add
 
     bad = {"BACKEND": PROCESS, "QUEUES": ["default"], "OPTIONS": {"heartbeat_timeout_seconds": -5}}
     with (

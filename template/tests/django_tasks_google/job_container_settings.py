@@ -1,4 +1,4 @@
-"""Settings of an emulated Cloud Run job container in tests (see tests/cloud_run_job.py).
+"""Settings of an emulated Cloud Run job container in tests (see tests/django_tasks_google/cloud_run_job.py).
 
 The test settings, with the TASKS the running test configured (JSON in TEST_TASKS_JSON): the
 container must know the backend alias the test enqueued to, with the same OPTIONS.

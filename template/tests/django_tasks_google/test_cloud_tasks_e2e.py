@@ -26,8 +26,8 @@ import requests
 from django.tasks import TaskResultStatus
 
 from django_tasks_google.models import TaskExecution
-from tests import push_tasks
-from tests.cloud_tasks_setup import enqueue
+from tests.django_tasks_google import push_tasks
+from tests.django_tasks_google.cloud_tasks_setup import enqueue
 from tests.fakes.google_services import GoogleServicesFake, Push
 from tests.fakes.oidc_issuer import OidcIssuer
 from tests.processes import PROJECT_ROOT, WAIT_LIMIT, database_url, wait_for

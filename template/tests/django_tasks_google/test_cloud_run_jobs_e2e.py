@@ -24,8 +24,8 @@ from django.utils import timezone
 
 from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
-from tests import job_tasks
-from tests.cloud_run_job import (
+from tests.django_tasks_google import job_tasks
+from tests.django_tasks_google.cloud_run_job import (
     CONTAINER_TIMEOUT,
     JOB,
     PROJECT_ROOT,

@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from django_tasks_google.base import cancel_task, is_task_cancelled
 from django_tasks_google.models import TaskExecution
-from tests.sample_tasks import add, job_sleep
+from tests.django_tasks_google.sample_tasks import add, job_sleep
 
 # Autocommit, as in a view or a shell: on PostgreSQL a bare SELECT ... FOR UPDATE would fail here.
 pytestmark = pytest.mark.django_db(transaction=True)

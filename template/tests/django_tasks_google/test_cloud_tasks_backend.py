@@ -25,8 +25,8 @@ from google.cloud import tasks_v2
 
 from django_tasks_google.backends import CloudTasksBackend
 from django_tasks_google.models import TaskExecution
-from tests import push_tasks
-from tests.cloud_tasks_setup import (
+from tests.django_tasks_google import push_tasks
+from tests.django_tasks_google.cloud_tasks_setup import (
     BASE_URL,
     EXECUTE_URL,
     LOCATION,
