@@ -7,6 +7,7 @@ tests exercise uncommitted work exactly as a user's `copier copy` of a release w
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +140,26 @@ def working_tree_files(root: Path) -> list[Path]:
     return [Path(name) for name in names if (root / name).exists() or (root / name).is_symlink()]
 
 
+def release_script() -> Any:
+    """scripts/release.py as a module: the release ledger and the tags made from it."""
+    spec = importlib.util.spec_from_file_location("release_script", ROOT / "scripts" / "release.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("release_script", module)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throw-away git copy of the working tree, committed and tagged `v99.0.0`.
+    """A throw-away git copy of the working tree, committed and tagged `v99.0.0`, that also has
+    every release of the ledger (RELEASES.toml) tagged at its commit.
 
-    Git-ignored paths (.venv, caches, ./demo-service) stay out, as they would from a release.
+    Git-ignored paths (.venv, caches, ./demo-service) stay out, as they would from a release. The
+    release tags are made here, from the ledger and this repository's history, because tags do not
+    travel with the repository (a clean clone has none): `copier update` tests from real releases
+    then run everywhere. Tags that cannot be made (a shallow clone lacks the commits) are left out;
+    the tests that need them fail saying so.
     """
     repo = tmp_path_factory.mktemp("template-repo")
     for relative in working_tree_files(ROOT):
@@ -154,6 +170,10 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "Template under test")
     git(repo, "tag", TEMPLATE_TAG)
+    git(repo, "fetch", "-q", "--no-tags", str(ROOT), "HEAD:refs/history/main")
+    release = release_script()
+    with suppress(release.ReleaseError):
+        release.make_tags(repo)
     return repo
 
 
