@@ -24,7 +24,12 @@ its signature replaced by ``SIGNATURE_REMOVED_BY_GOOGLE``. Such a token cannot b
 ``trust_platform_signature=True`` accepts it on the strength of Cloud Run's check and still
 checks every claim (times, audience, issuer, email). Enable it ONLY for a service that requires
 IAM authentication: on a public service anyone could forge such a token. Off by default; a
-stripped token is then refused with a message that points at the option.
+stripped token is then refused with a message that points at the option. In trust mode a stripped
+token must still look like what Google issues (RS256 with a key id, at most an hour to live), and
+a request carrying ``X-Serverless-Authorization`` is refused: Cloud Run then authenticates that
+header and passes ``Authorization`` through unverified, so any holder of ``roles/run.invoker``
+could send a hand-made token. None of this makes a push trustworthy on its own: the views also
+require the push's MAC (``push_mac.py``), which only this service can make.
 
 Verification uses google-auth's ``google.auth.jwt.decode`` (signature, times, audience) on
 certificates cached here, rather than ``google.oauth2.id_token.verify_token``, which downloads
@@ -34,6 +39,7 @@ the certificates on every call.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -51,6 +57,12 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
 DEFAULT_CLOCK_SKEW_SECONDS = 10
 SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
+# Google ID tokens (those Cloud Tasks and Cloud Scheduler attach included) expire after one hour:
+# https://cloud.google.com/docs/authentication/token-types ("ID tokens": lifetime 1 hour)
+MAX_TOKEN_LIFETIME_SECONDS = 3600
+# Another header Cloud Run authenticates by, in place of Authorization when both are sent:
+# https://cloud.google.com/run/docs/authenticating/service-to-service
+SERVERLESS_AUTHORIZATION = "X-Serverless-Authorization"
 
 CERTS_FETCH_TIMEOUT_SECONDS = 5.0
 # Used when the certs response carries no max-age (Google's does: several hours).
@@ -83,6 +95,14 @@ def verify_push(
     ``audience`` and ``service_account`` may each be one value or several accepted ones (for
     example the ``*.run.app`` URL and a custom domain). Raises ``PushAuthError``.
     """
+    if trust_platform_signature and SERVERLESS_AUTHORIZATION in request.headers:
+        # Cloud Run then checks X-Serverless-Authorization and forwards Authorization as sent:
+        # nobody verified the token we would trust. Cloud Tasks and Cloud Scheduler never send it.
+        raise PushAuthError(
+            401,
+            f"{SERVERLESS_AUTHORIZATION} is not accepted here: Cloud Tasks and Cloud Scheduler do not "
+            "send it, and with it Cloud Run does not verify the Authorization header.",
+        )
     return verify_id_token(
         bearer_token(request),
         audience=audience,
@@ -123,12 +143,15 @@ def verify_id_token(
                 "The ID token's signature was removed by Cloud Run (a private service forwards tokens "
                 "it has verified that way); enable trust_platform_signature for such a service.",
             )
-        claims = _decode_unverified(f"{segments[0]}.{segments[1]}.")
+        unsigned = f"{segments[0]}.{segments[1]}."
+        _check_stripped_header(unsigned)
+        claims = _decode_unverified(unsigned)
         _check_times(claims, clock_skew_seconds)
         if claims.get("aud") not in audiences:
             raise PushAuthError(401, f"Invalid ID token: wrong audience {claims.get('aud')!r}.")
     else:
         claims = _decode_verified(token, audiences, certs_url, clock_skew_seconds)
+        _check_lifetime(claims)
     if claims.get("iss") not in GOOGLE_ISSUERS:
         raise PushAuthError(401, f"Invalid ID token: issuer {claims.get('iss')!r} is not Google.")
     email = claims.get("email")
@@ -167,6 +190,17 @@ def _decode_verified(
     return dict(claims)
 
 
+def _check_stripped_header(unsigned: str) -> None:
+    """A token Cloud Run stripped was a Google ID token: RS256, with the key id that signed it."""
+    try:
+        header = google_jwt.decode_header(unsigned)
+    except (ValueError, google_auth_exceptions.GoogleAuthError):
+        raise PushAuthError(401, "Malformed ID token.") from None
+    kid = header.get("kid")
+    if header.get("alg") != "RS256" or not isinstance(kid, str) or not kid:
+        raise PushAuthError(401, "Invalid ID token: not the shape of a Google ID token (RS256 with a key id).")
+
+
 def _decode_unverified(token: str) -> dict[str, Any]:
     try:
         return dict(google_jwt.decode(token, verify=False))
@@ -177,13 +211,24 @@ def _decode_unverified(token: str) -> dict[str, Any]:
 def _check_times(claims: Mapping[str, Any], clock_skew_seconds: int) -> None:
     """The ``iat``/``exp`` checks google-auth makes, for tokens whose signature Cloud Run checked."""
     issued_at, expires_at = claims.get("iat"), claims.get("exp")
-    if not isinstance(issued_at, int | float) or not isinstance(expires_at, int | float):
-        raise PushAuthError(401, "Invalid ID token: iat and exp are required.")
+    if not all(
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        for value in (issued_at, expires_at)
+    ):
+        # JSON as Python reads it allows NaN, which no comparison would refuse.
+        raise PushAuthError(401, "Invalid ID token: iat and exp must be numbers.")
     now = time.time()
     if now < issued_at - clock_skew_seconds:
         raise PushAuthError(401, "Invalid ID token: token used too early.")
     if now > expires_at + clock_skew_seconds:
         raise PushAuthError(401, "Invalid ID token: token expired.")
+    _check_lifetime(claims)
+
+
+def _check_lifetime(claims: Mapping[str, Any]) -> None:
+    """Google's ID tokens live one hour; a longer-lived one was not issued by Google."""
+    if claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME_SECONDS:
+        raise PushAuthError(401, "Invalid ID token: it claims to live longer than a Google ID token (1 hour).")
 
 
 def _non_empty_list(value: str | Sequence[str], name: str) -> list[str]:

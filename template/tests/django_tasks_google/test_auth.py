@@ -325,6 +325,99 @@ def test_trusting_the_platform_still_checks_every_claim(oidc_issuer: OidcIssuer)
     assert oidc_issuer.fetch_count == 0  # nothing to verify a removed signature with
 
 
+def stripped_token(header: dict, **claims: object) -> str:
+    """A token nobody signed, shaped as Cloud Run forwards a verified one (finding 1 of issue 12)."""
+    now = int(time.time())
+    payload = {
+        "iss": "https://accounts.google.com",
+        "aud": AUDIENCE,
+        "email": SERVICE_ACCOUNT,
+        "email_verified": True,
+        "iat": now,
+        "exp": now + 3600,
+        **claims,
+    }
+    return unsigned_token(header, payload).rsplit(".", 1)[0] + ".SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+GOOGLE_HEADER = {"alg": "RS256", "kid": "0" * 40, "typ": "JWT"}
+
+
+@pytest.mark.parametrize(
+    ("header", "claims", "reason"),
+    [
+        ({"alg": "none", "typ": "JWT"}, {}, "RS256 with a key id"),
+        ({"alg": "HS256", "kid": "0" * 40}, {}, "RS256 with a key id"),
+        ({"alg": "RS256", "typ": "JWT"}, {}, "RS256 with a key id"),
+        ({"alg": "RS256", "kid": ""}, {}, "RS256 with a key id"),
+        (GOOGLE_HEADER, {"exp": 10**20}, "longer than a Google ID token"),
+        (GOOGLE_HEADER, {"iat": 0, "exp": 10**20}, "longer than a Google ID token"),
+        (GOOGLE_HEADER, {"iat": float("nan"), "exp": float("nan")}, "must be numbers"),
+        (GOOGLE_HEADER, {"exp": True}, "must be numbers"),
+    ],
+    ids=[
+        "alg-none",
+        "alg-hs256",
+        "no-kid",
+        "empty-kid",
+        "exp-1e20",
+        "iat-0-exp-1e20",
+        "nan-times",
+        "bool-exp",
+    ],
+)
+def test_trusting_the_platform_refuses_stripped_tokens_google_never_issues(
+    oidc_issuer: OidcIssuer, header: dict, claims: dict, reason: str
+) -> None:
+    # Fails before issue 12: each of these ran any task in trust mode.
+    error = refused(oidc_issuer, stripped_token(header, **claims), trust_platform_signature=True)
+
+    assert error.status == 401
+    assert reason in error.message
+
+
+def test_trusting_the_platform_accepts_the_shape_google_forwards(oidc_issuer: OidcIssuer) -> None:
+    claims = check(oidc_issuer, stripped_token(GOOGLE_HEADER), trust_platform_signature=True)
+
+    assert claims["email"] == SERVICE_ACCOUNT
+
+
+def test_trusting_the_platform_refuses_any_x_serverless_authorization(oidc_issuer: OidcIssuer) -> None:
+    # With this header Cloud Run checks it instead of Authorization and forwards Authorization as
+    # sent: any run.invoker could pass a hand-made token (fails before issue 12).
+    genuine = oidc_issuer.mint(AUDIENCE, SERVICE_ACCOUNT)
+    request = RequestFactory().post(
+        "/tasks/execute/",
+        data=b"",
+        content_type="application/x-www-form-urlencoded",
+        headers={
+            "Authorization": f"Bearer {strip_signature(genuine)}",
+            "X-Serverless-Authorization": f"Bearer {genuine}",
+        },
+    )
+    options = {"audience": AUDIENCE, "service_account": SERVICE_ACCOUNT, "certs_url": oidc_issuer.certs_url}
+
+    with pytest.raises(PushAuthError) as caught:
+        verify_push(request, trust_platform_signature=True, **options)  # type: ignore[arg-type]
+
+    assert caught.value.status == 401
+    assert "X-Serverless-Authorization" in caught.value.message
+    # Verifying the signature ourselves, the header changes nothing.
+    signed = RequestFactory().post(
+        "/tasks/execute/",
+        data=b"",
+        content_type="application/x-www-form-urlencoded",
+        headers={"Authorization": f"Bearer {genuine}", "X-Serverless-Authorization": f"Bearer {genuine}"},
+    )
+    assert verify_push(signed, **options)["email"] == SERVICE_ACCOUNT  # type: ignore[arg-type]
+
+
+def test_a_signed_token_living_longer_than_an_hour_is_401(oidc_issuer: OidcIssuer) -> None:
+    error = refused(oidc_issuer, oidc_issuer.mint(AUDIENCE, SERVICE_ACCOUNT, expires_in=3600 * 24))
+
+    assert (error.status, "longer than a Google ID token" in error.message) == (401, True)
+
+
 def test_trusting_the_platform_still_verifies_signed_tokens(oidc_issuer: OidcIssuer) -> None:
     forged = oidc_issuer.mint(
         AUDIENCE, SERVICE_ACCOUNT, signing_key=oidc_issuer.wrong_key, kid=oidc_issuer.key.kid
