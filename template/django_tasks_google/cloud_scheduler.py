@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from . import gcp
+from . import gcp, push_mac
 
 if TYPE_CHECKING:
     from google.api_core import exceptions as api_exceptions
@@ -85,8 +85,9 @@ def wanted_job(scheduled_task: ScheduledTask, backend: DjangoTasksGoogleBackend)
     from google.cloud import scheduler_v1
 
     body = urlencode({"task_id": scheduled_task.pk, "backend": backend.alias}).encode()
+    name = job_name_for(scheduled_task, backend)
     return scheduler_v1.Job(
-        name=job_name_for(scheduled_task, backend),
+        name=name,
         description=scheduled_task.description,
         schedule=scheduled_task.schedule,
         time_zone=scheduled_task.time_zone,
@@ -94,7 +95,10 @@ def wanted_job(scheduled_task: ScheduledTask, backend: DjangoTasksGoogleBackend)
             uri=backend.schedule_url,
             http_method=scheduler_v1.HttpMethod.POST,
             # Without it Cloud Scheduler sends application/octet-stream.
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                push_mac.HEADER: push_mac.for_job(backend, scheduled_task.pk, name),
+            },
             body=body,
             oidc_token=scheduler_v1.OidcToken(
                 service_account_email=backend.oidc_service_account, audience=backend.oidc_audience

@@ -8,10 +8,13 @@ is:
    (401 not authenticated, 403 someone else, 503 when Google's certificates are unreachable).
 3. Only then read the body (400 when malformed or naming a backend this endpoint does not serve)
    and the platform's headers, which are caller-controlled and trusted only from here on.
-4. Hand the execution to the executor and turn its outcome into a status: 2xx acknowledges the
+4. Check the push's MAC (push_mac.py) over what the body names: 401 unless this service created
+   the push, whatever the token said (a token replayed for another id, a private service's
+   unverifiable token, a misconfigured service).
+5. Hand the execution to the executor and turn its outcome into a status: 2xx acknowledges the
    push, 5xx asks the platform to deliver it again.
 
-No 4xx/5xx path before step 4 touches the database. The helpers above the views are shared by both
+No 4xx/5xx path before step 5 touches the database. The helpers above the views are shared by both
 endpoints.
 """
 
@@ -20,9 +23,10 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation, ValidationError
@@ -33,7 +37,7 @@ from django.tasks.exceptions import InvalidTask
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import auth
+from . import auth, push_mac
 from .backends.base import DjangoTasksGoogleBackend
 from .backends.cloud_tasks import CloudTasksBackend
 from .executor import AttemptOutcome, run_execution
@@ -124,6 +128,18 @@ def authenticate_push(request: HttpRequest, backends: Iterable[DjangoTasksGoogle
     # The most telling refusal: our outage (503) before another identity (403) before none (401).
     refusal = max(refusals, key=lambda exc: exc.status)
     raise PushRejected(refusal.status, refusal.message)
+
+
+def require_push_mac(request: HttpRequest, is_valid: Callable[[str], bool]) -> None:
+    """PushRejected(401) unless the push carries the MAC this app puts on the pushes it creates.
+
+    `is_valid` is one of push_mac's checks, bound to what the body names. Called after the body is
+    read and before anything touches the database; refused in every authentication mode.
+    """
+    if not is_valid(request.headers.get(push_mac.HEADER, "")):
+        raise PushRejected(
+            401, f"No valid {push_mac.HEADER} header: this push was not created by this service."
+        )
 
 
 def identity_matches(backend: DjangoTasksGoogleBackend, claims: Mapping[str, Any]) -> bool:
@@ -234,6 +250,7 @@ def execute_task_view(request: HttpRequest) -> HttpResponse:
         form = read_form(request, ("execution_id", "backend"))
         backend = serving_backend(form["backend"], backends, "Cloud Tasks", claims)
         execution_id = parse_id(form["execution_id"], "execution_id")
+        require_push_mac(request, partial(push_mac.execution_mac_valid, backend, execution_id))
         delivery = CloudTasksDelivery.from_headers(request.headers)
     except PushRejected as rejected:
         logger.warning("Cloud Tasks push refused (%s): %s", rejected.status, rejected.message)
@@ -334,6 +351,7 @@ def schedule_task_view(request: HttpRequest) -> HttpResponse:
         backend = serving_backend(form["backend"], backends, "Cloud Scheduler", claims)
         task_id = parse_id(form["task_id"], "task_id")
         delivery = SchedulerDelivery.from_headers(request.headers)
+        require_push_mac(request, partial(push_mac.job_mac_valid, backend, task_id, delivery.job_name))
         fire_pushed_slot(task_id, backend, delivery)
     except PushRejected as rejected:
         logger.warning("Cloud Scheduler push refused (%s): %s", rejected.status, rejected.message)

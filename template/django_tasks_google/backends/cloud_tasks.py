@@ -20,7 +20,7 @@ from django.core import checks
 from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
-from .. import gcp
+from .. import gcp, push_mac
 from ..models import TaskExecution
 from .base import DjangoTasksGoogleBackend
 
@@ -115,7 +115,10 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
                 http_method=tasks_v2.HttpMethod.POST,
                 url=self.execute_url,
                 # Cloud Tasks sets no Content-Type of its own.
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    push_mac.HEADER: push_mac.for_execution(self, execution.pk),
+                },
                 body=urlencode({"execution_id": str(execution.pk), "backend": self.alias}).encode(),
                 # Always an explicit audience: left empty, Google would use the full URL (path
                 # included), which Cloud Run rejects.

@@ -8,6 +8,7 @@ OptionReader and reported by `manage.py check`, naming the option.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -21,16 +22,22 @@ PROJECT_ID = re.compile(r"(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 # "us-central1", "europe-west4", "northamerica-northeast1".
 LOCATION = re.compile(r"[a-z]+(?:-[a-z]+)+[0-9]+")
 SERVICE_ACCOUNT = re.compile(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+")
+# A push secret must be hard to guess: `python -c "import secrets; print(secrets.token_urlsafe(48))"`.
+PUSH_SECRET_MIN_LENGTH = 32
 
 
 def read_push_auth_options(backend: DjangoTasksGoogleBackend, options: OptionReader) -> None:
-    """The options of verifying the ID tokens on pushes from Cloud Tasks and Cloud Scheduler.
+    """The options of authenticating pushes from Cloud Tasks and Cloud Scheduler (ID token, MAC).
 
     - `oidc_certs_url`: where Google's token-signing certificates are fetched (None: Google's,
       `auth.GOOGLE_CERTS_URL`; tests point it at a local issuer).
     - `oidc_trust_platform_signature`: accept tokens whose signature a private Cloud Run service
       (no allUsers invoker) replaced after verifying it; every claim is still checked. Never
       enable it on a service anyone may call.
+    - `push_secret`: the key of the MAC every push we create carries (push_mac.py); None: one
+      derived from SECRET_KEY.
+    - `push_secret_previous` and `push_secret_previous_until` (an ISO 8601 time with offset, or an
+      aware datetime): after a rotation, the old key stays accepted until then, never after.
     """
     backend.oidc_certs_url = options.text("oidc_certs_url")
     backend.oidc_trust_platform_signature = options.boolean("oidc_trust_platform_signature", False)
@@ -38,6 +45,41 @@ def read_push_auth_options(backend: DjangoTasksGoogleBackend, options: OptionRea
         options.error(
             "oidc_certs_url", f"oidc_certs_url must be an http(s) URL, not {backend.oidc_certs_url!r}"
         )
+    backend.push_secret = _push_secret(options, "push_secret")
+    backend.push_secret_previous = _push_secret(options, "push_secret_previous")
+    backend.push_secret_previous_until = _aware_datetime(options, "push_secret_previous_until")
+    if backend.push_secret_previous and backend.push_secret_previous_until is None:
+        options.error(
+            "push_secret_previous",
+            "push_secret_previous needs push_secret_previous_until (when the old key stops being "
+            "accepted): an old key without a deadline would be accepted for ever",
+        )
+
+
+def _push_secret(options: OptionReader, name: str) -> str | None:
+    secret = options.text(name)
+    if secret is not None and len(secret) < PUSH_SECRET_MIN_LENGTH:
+        options.error(name, f"{name} must be at least {PUSH_SECRET_MIN_LENGTH} characters long")
+        return None
+    return secret
+
+
+def _aware_datetime(options: OptionReader, name: str) -> datetime | None:
+    value = options.options.get(name)
+    options.read.add(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        options.error(
+            name, f"{name} must be an ISO 8601 time with a UTC offset (e.g. '2027-01-31T00:00Z'), not {value!r}"
+        )
+        return None
+    return value
 
 
 def check_gcp_options(backend: DjangoTasksGoogleBackend, options: OptionReader) -> None:

@@ -23,6 +23,7 @@ from django.test import override_settings
 from django.utils import timezone
 from google.cloud import tasks_v2
 
+from django_tasks_google import push_mac
 from django_tasks_google.backends import CloudTasksBackend
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import push_tasks
@@ -97,7 +98,10 @@ def test_enqueue_creates_an_http_task_for_the_execute_endpoint(
     assert http.http_method == tasks_v2.HttpMethod.POST
     assert http.url == EXECUTE_URL == f"{BASE_URL}execute/"
     assert http.body == f"execution_id={execution.pk}&backend=default".encode()
-    assert dict(http.headers) == {"Content-Type": "application/x-www-form-urlencoded"}
+    assert dict(http.headers) == {
+        "Content-Type": "application/x-www-form-urlencoded",
+        push_mac.HEADER: push_mac.for_execution(backend, execution.pk),  # test_push_security.py
+    }
     assert http.oidc_token.service_account_email == SERVICE_ACCOUNT
     assert http.oidc_token.audience == ORIGIN  # the origin of base_url, always explicit
     assert "schedule_time" not in task

@@ -18,7 +18,7 @@ from django.core.management import CommandError, call_command
 from django.core.management.base import SystemCheckError
 from google.cloud import scheduler_v1
 
-from django_tasks_google import gcp
+from django_tasks_google import gcp, push_mac
 from django_tasks_google.cloud_scheduler import SchedulerSyncError
 from django_tasks_google.models import ScheduledTask
 from django_tasks_google.scheduler import (
@@ -72,7 +72,10 @@ def test_schedule_task_creates_the_row_and_its_job(cloud: Any, google_fake: Any)
     target = job.http_target
     assert target.uri == SCHEDULE_URL
     assert target.http_method == scheduler_v1.HttpMethod.POST
-    assert dict(target.headers) == {"Content-Type": "application/x-www-form-urlencoded"}
+    assert dict(target.headers) == {
+        "Content-Type": "application/x-www-form-urlencoded",
+        push_mac.HEADER: push_mac.for_job(cloud, row.pk, job.name),  # test_push_security.py
+    }
     assert target.body == f"task_id={row.pk}&backend=cloud".encode()
     assert target.oidc_token.service_account_email == SERVICE_ACCOUNT
     assert target.oidc_token.audience == ORIGIN  # explicit: the URL with its path would be refused
