@@ -198,7 +198,9 @@ def _check_stripped_header(unsigned: str) -> None:
         raise PushAuthError(401, "Malformed ID token.") from None
     kid = header.get("kid")
     if header.get("alg") != "RS256" or not isinstance(kid, str) or not kid:
-        raise PushAuthError(401, "Invalid ID token: not the shape of a Google ID token (RS256 with a key id).")
+        raise PushAuthError(
+            401, "Invalid ID token: not the shape of a Google ID token (RS256 with a key id)."
+        )
 
 
 def _decode_unverified(token: str) -> dict[str, Any]:
@@ -228,7 +230,9 @@ def _check_times(claims: Mapping[str, Any], clock_skew_seconds: int) -> None:
 def _check_lifetime(claims: Mapping[str, Any]) -> None:
     """Google's ID tokens live one hour; a longer-lived one was not issued by Google."""
     if claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME_SECONDS:
-        raise PushAuthError(401, "Invalid ID token: it claims to live longer than a Google ID token (1 hour).")
+        raise PushAuthError(
+            401, "Invalid ID token: it claims to live longer than a Google ID token (1 hour)."
+        )
 
 
 def _non_empty_list(value: str | Sequence[str], name: str) -> list[str]:

@@ -7,6 +7,7 @@ OptionReader and reported by `manage.py check`, naming the option.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -70,13 +71,12 @@ def _aware_datetime(options: OptionReader, name: str) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = datetime.fromisoformat(value)
-        except ValueError:
-            pass
     if not isinstance(value, datetime) or value.tzinfo is None:
         options.error(
-            name, f"{name} must be an ISO 8601 time with a UTC offset (e.g. '2027-01-31T00:00Z'), not {value!r}"
+            name,
+            f"{name} must be an ISO 8601 time with a UTC offset (e.g. '2027-01-31T00:00Z'), not {value!r}",
         )
         return None
     return value
