@@ -60,8 +60,9 @@ SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
 # Google ID tokens (those Cloud Tasks and Cloud Scheduler attach included) expire after one hour:
 # https://cloud.google.com/docs/authentication/token-types ("ID tokens": lifetime 1 hour)
 MAX_TOKEN_LIFETIME_SECONDS = 3600
-# Another header Cloud Run authenticates by, in place of Authorization when both are sent:
-# https://cloud.google.com/run/docs/authenticating/service-to-service
+# Another header Cloud Run authenticates by, in place of Authorization when both are sent (which
+# then reaches the container as sent): https://cloud.google.com/run/docs/authenticating/service-to-service,
+# GoogleCloudPlatform/cloud-run-proxy#25.
 SERVERLESS_AUTHORIZATION = "X-Serverless-Authorization"
 
 CERTS_FETCH_TIMEOUT_SECONDS = 5.0

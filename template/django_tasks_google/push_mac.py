@@ -14,11 +14,11 @@ elsewhere). Rotation: the previous secret (``push_secret_previous``) stays accep
 ``push_secret_previous_until`` and never after; a previous secret without that deadline is a
 configuration error, so the window is always bounded. Pushes are signed with the current key only.
 
-Cloud Tasks and Cloud Scheduler store the headers of a task or job verbatim and send them with
-every attempt; they reserve ``X-Google-*``, ``X-AppEngine-*`` and their own ``X-CloudTasks-*`` /
-``X-CloudScheduler*`` names, which this header avoids
-(https://cloud.google.com/tasks/docs/reference/rpc/google.cloud.tasks.v2#httprequest,
-https://cloud.google.com/scheduler/docs/reference/rpc/google.cloud.scheduler.v1#httptarget).
+Cloud Tasks and Cloud Scheduler store the headers of a task or job and send them with every
+attempt, except those they compute or reserve (Host, Content-Length, User-Agent, ``X-Google-*``,
+``X-AppEngine-*``, ``X-CloudTasks-*``; ``X-CloudScheduler*``), which this header's name avoids:
+https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#HttpRequest,
+https://cloud.google.com/scheduler/docs/reference/rest/v1/projects.locations.jobs#HttpTarget.
 """
 
 from __future__ import annotations
