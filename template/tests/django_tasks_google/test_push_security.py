@@ -7,7 +7,7 @@ Both authentication modes are attacked: "verify" (the app checks Google's signat
 (`oidc_trust_platform_signature`: a private Cloud Run service forwards tokens it verified with the
 signature removed; here the fake's token is stripped as Cloud Run would strip it).
 
-The attacks (ATTACKS below lists them with the answer each must get):
+The attacks (ATTACKS below; each must be answered 401 or 403 with nothing run):
 
 * forged token: signed by a key Google never published; or hand-made with its signature replaced
   by SIGNATURE_REMOVED_BY_GOOGLE (also with alg=none, without a key id, living until 1e20);
@@ -15,13 +15,14 @@ The attacks (ATTACKS below lists them with the answer each must get):
   scheduled task;
 * stripped signature + X-Serverless-Authorization: with that header Cloud Run verifies it and
   passes Authorization through unchecked;
-* MAC under a wrong key, no MAC at all, an old key after its rotation window;
+* MAC under a wrong key, no MAC at all, an old key after its rotation window, a scheduler job
+  not yet re-synced after a rotation;
 * and, accepted (controls that prove the refusals are not an accident): the genuine push in each
-  mode, and an old key inside its rotation window.
+  mode, an old key inside its rotation window, the job once re-synced.
 
 Task runs are counted for real: the pushed task appends a line to a marker file, and a fired
-schedule leaves a firing row; nothing is assumed. The module's last lines in the terminal say how
-many variants were tried and refused, and how many tasks ran.
+schedule leaves a firing row; nothing is assumed. The session's output ends with a "push security"
+section: how many variants were tried and refused, and how many tasks they ran.
 """
 
 from __future__ import annotations
