@@ -34,10 +34,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.tasks import TaskResultStatus, task, task_backends
 from django.test import Client
 from django.utils import timezone
@@ -451,3 +453,29 @@ def test_push_secret_options_are_checked(
     assert [name for name, text in backend.option_errors if message in text] == [option]
     # An old key without a (valid) deadline is never accepted.
     assert len(push_mac.accepted_secrets(backend)) == 1
+
+
+def test_a_task_queued_before_macs_existed_is_refused_then_recovered_with_one(
+    settings: Any, google_fake: GoogleServicesFake, oidc_issuer: OidcIssuer, marker: Path
+) -> None:
+    # The upgrade path the CHANGELOG promises: refused (nothing runs, nothing is recorded), then
+    # recover_tasks dispatches it again once Cloud Tasks has given up, and it runs once.
+    configure_tasks(settings, google_fake, oidc_issuer, push_secret=NEW_SECRET)
+    _, queued = enqueue(writes_marker, str(marker))
+    legacy = with_headers(google_fake.task_push(queued.cloud_task_name), NO_MAC)
+
+    refused = legacy.send(Client())
+    TALLY.record(refused=refused.status_code == 401, runs=task_runs(marker))
+    with google_fake._lock:  # Cloud Tasks gives up after its last attempt: the task is deleted
+        del google_fake.tasks[queued.cloud_task_name]
+        google_fake.tombstones.add(queued.cloud_task_name)
+    TaskExecution.objects.filter(pk=queued.pk).update(enqueued_at=timezone.now() - timedelta(hours=1))
+    call_command("recover_tasks", stdout=StringIO())
+    redispatched = TaskExecution.objects.get(pk=queued.pk)
+    accepted = google_fake.task_push(redispatched.cloud_task_name).send(Client())
+
+    assert refused.status_code == 401
+    assert redispatched.cloud_task_name != queued.cloud_task_name
+    assert accepted.status_code == 204
+    assert task_runs(marker) == 1
+    TALLY.accepted += 1
