@@ -7,6 +7,8 @@ removed). So every Cloud Tasks task and Cloud Scheduler job also carries ``X-Tas
 HMAC-SHA256, keyed by the backend's ``push_secret``, over what the push names (the backend alias
 and execution id; for a job, the alias, scheduled task id and job id). Only someone who holds the
 secret can make a push the views accept, whatever the state of the token or of Cloud Run's IAM.
+A captured push replayed whole can only deliver its own execution again, which Cloud Tasks itself
+may do (at-least-once delivery) and the executor handles (a finished execution does not run again).
 
 Keys: ``push_secret`` (a dedicated secret; from Secret Manager in the deploy), else one derived
 from ``SECRET_KEY`` (``salted_hmac`` with this module's salt, so the MAC reveals nothing usable
