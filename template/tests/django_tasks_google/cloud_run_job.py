@@ -6,8 +6,8 @@ RunJob overrides, and the job's env plus the `CLOUD_RUN_*` variables. The fake
 (read from the project's Dockerfile) and runs the resulting process in the project directory,
 against the test database, like `WORKDIR /app` in the image.
 
-The process gets the test's TASKS (through `tests.django_tasks_google.job_container_settings`), so the backend it
-runs under is the one the test configured.
+The process gets the test's TASKS (through `tests.django_tasks_google.job_container_settings`), so
+the backend it runs under is the one the test configured.
 """
 
 from __future__ import annotations

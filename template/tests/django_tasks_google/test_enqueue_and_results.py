@@ -157,7 +157,9 @@ def test_get_result_of_an_unknown_id_raises_does_not_exist(result_id: str) -> No
 
 def test_result_stays_readable_when_the_task_is_gone() -> None:
     result = add.enqueue(1, 2)
-    TaskExecution.objects.filter(pk=int(result.id)).update(module_path="tests.django_tasks_google.sample_tasks.removed_task")
+    TaskExecution.objects.filter(pk=int(result.id)).update(
+        module_path="tests.django_tasks_google.sample_tasks.removed_task"
+    )
     fetched = task_backends["test-tasks"].get_result(result.id)
     assert fetched.task.module_path == "tests.django_tasks_google.sample_tasks.removed_task"
     with pytest.raises(ImportError, match="Cannot import the task"):

@@ -102,7 +102,8 @@ def test_return_value_that_is_not_json_fails_cleanly(task_name: str, signals_rec
     error = execution.errors[-1]
     assert error["exception_class_path"] == "django_tasks_google.base.PermanentTaskError"
     assert (
-        f"The return value of tests.django_tasks_google.sample_tasks.{task_name} cannot be stored as JSON" in error["traceback"]
+        f"The return value of tests.django_tasks_google.sample_tasks.{task_name} cannot be stored as JSON"
+        in error["traceback"]
     )
     assert signals_received[-1] == ("finished", "ProcessBackend", TaskResultStatus.FAILED)
 
@@ -237,7 +238,9 @@ def test_backend_mismatch_not_found_and_finished() -> None:
 
 def test_missing_task_function_is_a_recorded_failure() -> None:
     result = sample_tasks.add.enqueue(1, 2)
-    TaskExecution.objects.filter(pk=int(result.id)).update(module_path="tests.django_tasks_google.sample_tasks.gone")
+    TaskExecution.objects.filter(pk=int(result.id)).update(
+        module_path="tests.django_tasks_google.sample_tasks.gone"
+    )
     assert run(result.id).reason == "retry"
     error = row(result.id).errors[0]
     assert (

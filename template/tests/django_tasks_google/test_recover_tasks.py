@@ -25,6 +25,8 @@ from tests.django_tasks_google.cloud_tasks_setup import QUEUE, cloud_tasks_entry
 from tests.fakes.google_services import GoogleServicesFake
 from tests.fakes.oidc_issuer import OidcIssuer
 
+ADD = "tests.django_tasks_google.push_tasks.add"
+
 LONG_AGO = timedelta(hours=1)
 
 
@@ -123,7 +125,7 @@ def test_ready_row_never_dispatched_is_dispatched(
     cloud_tasks: CloudTasksBackend, google_fake: GoogleServicesFake
 ) -> None:
     # The process died between the commit and CreateTask: no task name was ever stored.
-    execution = age(TaskExecution.objects.create(module_path="tests.django_tasks_google.push_tasks.add", args=[1, 2]))
+    execution = age(TaskExecution.objects.create(module_path=ADD, args=[1, 2]))
 
     output = recover_tasks()
 
@@ -141,7 +143,7 @@ def test_pending_cloud_task_and_fresh_rows_are_left_alone(
     _, pending = enqueue_captured(django_capture_on_commit_callbacks, push_tasks.add, 1, 2)
     pending = age(pending)  # old, but its Cloud Task still exists (Cloud Tasks is still retrying)
     # Enqueued just now and not dispatched yet: may still be in flight.
-    fresh = TaskExecution.objects.create(module_path="tests.django_tasks_google.push_tasks.add", args=[3, 4])
+    fresh = TaskExecution.objects.create(module_path=ADD, args=[3, 4])
 
     output = recover_tasks()
 
@@ -158,9 +160,9 @@ def test_dry_run_changes_nothing(
     _, gone = enqueue_captured(django_capture_on_commit_callbacks, push_tasks.add, 1, 2)
     give_up(google_fake, gone.cloud_task_name)
     gone = age(gone)
-    never = age(TaskExecution.objects.create(module_path="tests.django_tasks_google.push_tasks.add", args=[1, 2]))
+    never = age(TaskExecution.objects.create(module_path=ADD, args=[1, 2]))
     crashed = age(
-        TaskExecution.objects.create(module_path="tests.django_tasks_google.push_tasks.add", args=[1, 2]),
+        TaskExecution.objects.create(module_path=ADD, args=[1, 2]),
         status=TaskResultStatus.RUNNING,
         attempts=1,
         lease_worker_id="dead-worker",

@@ -21,8 +21,8 @@ from django_tasks_google import push_mac
 from django_tasks_google.models import ScheduledTask, ScheduledTaskFiring, TaskExecution
 from django_tasks_google.scheduler import save_scheduled_task, schedule_task
 from tests.django_tasks_google import sample_tasks
-from tests.fakes.google_services import Push
 from tests.django_tasks_google.scheduler_setup import ORIGIN, SERVICE_ACCOUNT, configure_cloud
+from tests.fakes.google_services import Push
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
