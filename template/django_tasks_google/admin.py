@@ -32,16 +32,16 @@ from django.utils.safestring import SafeString
 
 from .backends.base import DjangoTasksGoogleBackend
 from .base import DjangoTask, build_task_unvalidated, task_fields
-from .cloud_scheduler import SchedulerSyncError
-from .cron import next_slot
-from .firing import run_now
 from .models import ScheduledTask, ScheduledTaskFiring, TaskExecution
-from .scheduler import (
+from .scheduling.cloud_scheduler import SchedulerSyncError
+from .scheduling.cron import next_slot
+from .scheduling.definitions import (
     delete_scheduled_task,
     save_scheduled_task,
     sync_scheduled_task,
     validate_scheduled_task,
 )
+from .scheduling.firing import run_now
 
 logger = logging.getLogger("django_tasks_google")
 

@@ -41,9 +41,9 @@ from . import auth, push_mac
 from .backends.base import DjangoTasksGoogleBackend
 from .backends.cloud_tasks import CloudTasksBackend
 from .executor import AttemptOutcome, run_execution
-from .firing import fire_scheduled_task
 from .models import ScheduledTask, ScheduledTaskFiring, TaskExecution
-from .scheduler import scheduled_task_backend
+from .scheduling.definitions import scheduled_task_backend
+from .scheduling.firing import fire_scheduled_task
 
 logger = logging.getLogger("django_tasks_google")
 

@@ -32,8 +32,8 @@ from django.utils import timezone
 from .backends.process import ProcessBackend
 from .base import TaskInterrupted, TaskTimeout
 from .executor import Claim, claim_execution, lease_expired_error, release_abandoned
-from .local_cron import LocalCron
 from .models import TaskExecution
+from .scheduling.local_cron import LocalCron
 from .worker_child import CANCEL_SIGNAL, run_child, warm_up
 
 logger = logging.getLogger("django_tasks_google.worker")

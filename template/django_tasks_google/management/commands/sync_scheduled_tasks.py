@@ -21,9 +21,9 @@ from django.db import DatabaseError
 from django.tasks import task_backends
 
 from django_tasks_google.backends.base import DjangoTasksGoogleBackend
-from django_tasks_google.cloud_scheduler import JobSync, SchedulerSyncError, SyncReport
 from django_tasks_google.models import ScheduledTask
-from django_tasks_google.scheduler import (
+from django_tasks_google.scheduling.cloud_scheduler import JobSync, SchedulerSyncError, SyncReport
+from django_tasks_google.scheduling.definitions import (
     declared_scheduled_tasks,
     delete_scheduled_task,
     sync_scheduled_task,

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.tasks import TaskResult
 from django.utils import timezone
 
-from .models import ScheduledTask, ScheduledTaskFiring
+from ..models import ScheduledTask, ScheduledTaskFiring
 
 logger = logging.getLogger("django_tasks_google.scheduler")
 

@@ -28,14 +28,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from . import gcp, push_mac
+from .. import gcp, push_mac
 
 if TYPE_CHECKING:
     from google.api_core import exceptions as api_exceptions
     from google.cloud import scheduler_v1
 
-    from .backends.base import DjangoTasksGoogleBackend
-    from .models import ScheduledTask
+    from ..backends.base import DjangoTasksGoogleBackend
+    from ..models import ScheduledTask
 
 logger = logging.getLogger("django_tasks_google.scheduler")
 

@@ -30,15 +30,15 @@ from django.tasks.exceptions import InvalidTask, InvalidTaskBackend
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .base import DjangoTask
+from ..base import DjangoTask
+from ..models import ScheduledTask
 from .cloud_scheduler import JobSync, SchedulerSyncError, SyncReport, wanted_job
 from .cron import validate_cron_expression, validate_time_zone
-from .models import ScheduledTask
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from .backends.base import DjangoTasksGoogleBackend
+    from ..backends.base import DjangoTasksGoogleBackend
 
 __all__ = [
     "SchedulerSyncError",
@@ -236,7 +236,7 @@ def scheduled_task_backend(scheduled: ScheduledTask) -> DjangoTasksGoogleBackend
 
 def _resolve(scheduled: ScheduledTask) -> tuple[DjangoTask, DjangoTasksGoogleBackend]:
     """The task to enqueue and its backend, or ValidationError naming the field at fault."""
-    from .backends.base import DjangoTasksGoogleBackend
+    from ..backends.base import DjangoTasksGoogleBackend
 
     try:
         task = import_string(scheduled.module_path or "")
@@ -299,7 +299,7 @@ def _job_sync_for_existing_job(scheduled: ScheduledTask, *, dry_run: bool = Fals
     Prefers the row's own backend, then any configured Google backend of the job's project and
     location. None (with a warning) when no Google backend is configured here at all.
     """
-    from .backends.base import DjangoTasksGoogleBackend
+    from ..backends.base import DjangoTasksGoogleBackend
 
     name = scheduled.cloud_scheduler_job_name or ""
     candidates: list[DjangoTasksGoogleBackend] = []

@@ -29,10 +29,10 @@ from django.db import DatabaseError
 from django.db.models import Max
 from django.utils.module_loading import import_string
 
-from .base import DjangoTask
+from ..base import DjangoTask
+from ..models import ScheduledTask, ScheduledTaskFiring
 from .cron import slots_between
 from .firing import fire_scheduled_task
-from .models import ScheduledTask, ScheduledTaskFiring
 
 logger = logging.getLogger("django_tasks_google.worker")
 
