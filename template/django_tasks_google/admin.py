@@ -33,15 +33,15 @@ from django.utils.safestring import SafeString
 from .backends.base import DjangoTasksGoogleBackend
 from .base import DjangoTask, build_task_unvalidated, task_fields
 from .models import ScheduledTask, ScheduledTaskFiring, TaskExecution
-from .scheduling.cloud_scheduler import SchedulerSyncError
-from .scheduling.cron import next_slot
-from .scheduling.definitions import (
+from .scheduler import (
+    SchedulerSyncError,
     delete_scheduled_task,
+    next_slot,
+    run_now,
     save_scheduled_task,
     sync_scheduled_task,
     validate_scheduled_task,
 )
-from .scheduling.firing import run_now
 
 logger = logging.getLogger("django_tasks_google")
 

@@ -10,6 +10,6 @@ class DjangoTasksGoogleConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks
 
-        from .scheduling.definitions import check_declared_scheduled_tasks
+        from .scheduler import check_declared_scheduled_tasks
 
         checks.register(check_declared_scheduled_tasks)

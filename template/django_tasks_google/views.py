@@ -25,15 +25,13 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation, ValidationError
+from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, QueryDict
-from django.tasks import TaskResultStatus, task_backends
-from django.tasks.exceptions import InvalidTask
+from django.tasks import task_backends
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -41,9 +39,7 @@ from . import auth, push_mac
 from .backends.base import DjangoTasksGoogleBackend
 from .backends.cloud_tasks import CloudTasksBackend
 from .executor import AttemptOutcome, run_execution
-from .models import ScheduledTask, ScheduledTaskFiring, TaskExecution
-from .scheduling.definitions import scheduled_task_backend
-from .scheduling.firing import fire_scheduled_task
+from .scheduling.pushes import PushRefused, SchedulerDelivery, fire_pushed_slot
 
 logger = logging.getLogger("django_tasks_google")
 
@@ -291,52 +287,17 @@ def outcome_response(outcome: AttemptOutcome, backend: DjangoTasksGoogleBackend)
 # --- Cloud Scheduler --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SchedulerDelivery:
-    """What the Cloud Scheduler headers say about one push (trusted only after authentication)."""
-
-    job_name: str  # X-CloudScheduler-JobName: the job's id (or, to be safe, its full name)
-    schedule_time: str  # X-CloudScheduler-ScheduleTime verbatim: the same on every retry of a slot
-    slot: datetime
-
-    @property
-    def key(self) -> str:
-        """The slot's idempotency key, in the published package's format."""
-        return f"{self.job_name}:{self.schedule_time}"
-
-    def is_from(self, job_name: str | None) -> bool:
-        """Whether the push comes from the job the scheduled task records."""
-        return bool(job_name) and self.job_name in {job_name, (job_name or "").rsplit("/", 1)[-1]}
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> SchedulerDelivery:
-        job_name = headers.get("X-CloudScheduler-JobName", "").strip()
-        schedule_time = headers.get("X-CloudScheduler-ScheduleTime", "").strip()
-        if not job_name or not schedule_time:
-            missing = "X-CloudScheduler-JobName" if not job_name else "X-CloudScheduler-ScheduleTime"
-            raise PushRejected(400, f"Missing header: {missing} (Cloud Scheduler sends it with every push).")
-        try:
-            slot = datetime.fromisoformat(schedule_time)
-        except ValueError:
-            slot = None
-        if slot is None or slot.tzinfo is None:
-            raise PushRejected(400, f"Malformed header: X-CloudScheduler-ScheduleTime {schedule_time!r}.")
-        return cls(job_name=job_name, schedule_time=schedule_time, slot=slot)
-
-
 @transaction.non_atomic_requests
 @csrf_exempt
 @require_POST
 def schedule_task_view(request: HttpRequest) -> HttpResponse:
     """Enqueue the scheduled task a Cloud Scheduler push names, once per slot.
 
-    Cloud Scheduler retries a failed push and, rarely, delivers one twice; the slot's key (job name
-    + schedule time) is stored with the firing, so every repeat is acknowledged (204) without
-    enqueueing again. Also 204, with nothing enqueued: a disabled task (its job may fire once more
-    before a pause lands). 404: unknown task, or one that runs on another backend; 409: the push
-    comes from a job other than the task's own (left over from a rename: see
-    ``sync_scheduled_tasks --prune``); 422: the definition cannot be enqueued with the current
-    settings; 503: the task could not be handed to its backend (the retry may succeed).
+    Cloud Scheduler retries a failed push and, rarely, delivers one twice; the slot's key (job id
+    + the slot's UTC instant) is stored with the firing, so every repeat is acknowledged (204)
+    without enqueueing again. Also 204, with nothing enqueued: a disabled task (its job may fire
+    once more before a pause lands). The other answers are ``scheduling.pushes``'s (400 for a slot
+    far from now, 404, 409, 422, 503).
     """
     backends = {
         alias: backend
@@ -352,57 +313,13 @@ def schedule_task_view(request: HttpRequest) -> HttpResponse:
         task_id = parse_id(form["task_id"], "task_id")
         delivery = SchedulerDelivery.from_headers(request.headers)
         require_push_mac(request, partial(push_mac.job_mac_valid, backend, task_id, delivery.job_name))
-        fire_pushed_slot(task_id, backend, delivery)
-    except PushRejected as rejected:
-        logger.warning("Cloud Scheduler push refused (%s): %s", rejected.status, rejected.message)
-        return rejected.response()
+        fire_pushed_slot(task_id, backend.alias, delivery)
+    except (PushRejected, PushRefused) as refused:
+        logger.warning("Cloud Scheduler push refused (%s): %s", refused.status, refused.message)
+        return PushRejected(refused.status, refused.message).response()
     except Exception:
         # The database, most likely. A firing that did not commit fires on Cloud Scheduler's retry;
         # one that did makes the retry a duplicate (204).
         logger.exception("A Cloud Scheduler push could not be handled")
         return PushRejected(503, "The scheduled task could not be fired now; retry later.").response()
     return HttpResponse(status=204)
-
-
-def fire_pushed_slot(task_id: int, backend: DjangoTasksGoogleBackend, delivery: SchedulerDelivery) -> None:
-    """Fire the slot unless it must not be; PushRejected says why not (see schedule_task_view)."""
-    scheduled = ScheduledTask.objects.filter(pk=task_id).first()
-    if scheduled is None:
-        raise PushRejected(404, f"No scheduled task {task_id}.")
-    if not delivery.is_from(scheduled.cloud_scheduler_job_name):
-        # A job the task no longer uses must never fire it: that would enqueue it twice per slot.
-        raise PushRejected(409, f"Job {delivery.job_name!r} is not the job of scheduled task {task_id}.")
-    try:
-        own_backend = scheduled_task_backend(scheduled)
-    except ValidationError as exc:
-        reason = "; ".join(exc.messages)
-        raise PushRejected(422, f"Scheduled task {task_id} cannot be enqueued: {reason}") from None
-    if own_backend.alias != backend.alias:
-        raise PushRejected(404, f"Scheduled task {task_id} does not run on backend {backend.alias!r}.")
-    try:
-        outcome = fire_scheduled_task(
-            task_id,
-            key=delivery.key,
-            source=ScheduledTaskFiring.Source.CLOUD_SCHEDULER,
-            scheduled_for=delivery.slot,
-        )
-    except (InvalidTask, ImproperlyConfigured, TypeError, ValueError) as exc:
-        logger.exception("Scheduled task %s could not be enqueued", task_id)
-        raise PushRejected(422, f"Scheduled task {task_id} cannot be enqueued: {exc}") from None
-    if outcome.reason == "not-found":
-        raise PushRejected(404, f"No scheduled task {task_id}.")
-    if outcome.reason != "enqueued":
-        logger.info("Scheduled task %s: slot %s not fired (%s)", task_id, delivery.key, outcome.reason)
-        return
-    assert outcome.result is not None and outcome.firing is not None
-    # The backend delivered the execution when the firing committed. If that failed, release the
-    # slot so Cloud Scheduler's retry fires it again (the failed execution stays on record).
-    undelivered = TaskExecution.objects.filter(
-        pk=int(outcome.result.id),
-        status=TaskResultStatus.FAILED,
-        started_at__isnull=True,
-        cancelled_at__isnull=True,
-    )
-    if undelivered.exists():
-        ScheduledTaskFiring.objects.filter(pk=outcome.firing.pk).delete()
-        raise PushRejected(503, "The scheduled task could not be handed to its backend; retry later.")

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..backends.base import DjangoTasksGoogleBackend
     from ..models import ScheduledTask
 
-logger = logging.getLogger("django_tasks_google.scheduler")
+logger = logging.getLogger(__name__)
 
 # A failed push is retried (the endpoint is idempotent per slot, so a retry never enqueues twice)
 # with backoff, but never past the next slot: Cloud Scheduler stops retrying when it arrives.

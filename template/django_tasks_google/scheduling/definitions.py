@@ -1,9 +1,4 @@
-"""Scheduled (cron) tasks: define them in the database and keep Cloud Scheduler in line with it.
-
-    from django_tasks_google.scheduler import delete_scheduled_task, schedule_task
-
-    scheduled = schedule_task(send_notification, "0 */3 * * *", name="send-every-3-hours", args=[1])
-    delete_scheduled_task(scheduled.pk)
+"""Scheduled-task definitions: create, validate, save and delete them, atomic with Cloud Scheduler.
 
 A scheduled task of a Google backend (Cloud Tasks, Cloud Run Jobs) gets a Cloud Scheduler job
 that pushes to ``/tasks/schedule/`` on schedule; one of a local ``ProcessBackend`` is fired by
@@ -13,6 +8,8 @@ Saving is atomic with the sync: the row is written, Cloud Scheduler is updated, 
 the transaction committed. If Cloud Scheduler refuses, the row change is rolled back and a job
 created in the attempt is deleted again, so neither side is left half-changed. (The RPCs run
 while the row is locked; definitions change rarely, so holding that lock is cheap.)
+
+The public entry points are re-exported by ``django_tasks_google.scheduler``.
 """
 
 from __future__ import annotations
@@ -40,17 +37,7 @@ if TYPE_CHECKING:
 
     from ..backends.base import DjangoTasksGoogleBackend
 
-__all__ = [
-    "SchedulerSyncError",
-    "SyncReport",
-    "delete_scheduled_task",
-    "save_scheduled_task",
-    "schedule_task",
-    "sync_scheduled_task",
-    "validate_scheduled_task",
-]
-
-logger = logging.getLogger("django_tasks_google.scheduler")
+logger = logging.getLogger(__name__)
 
 # Cloud Scheduler job id characters; the name becomes (the end of) the job id.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,200}")
@@ -316,105 +303,3 @@ def _job_sync_for_existing_job(scheduled: ScheduledTask, *, dry_run: bool = Fals
         return JobSync(google[0], dry_run=dry_run)
     logger.warning("Cannot delete Cloud Scheduler job %s: no Google task backend is configured", name)
     return None
-
-
-# --- Schedules declared in settings ----------------------------------------------------------------
-
-DECLARATION_KEYS = {
-    "task",
-    "schedule",
-    "description",
-    "time_zone",
-    "enabled",
-    "backend",
-    "queue_name",
-    "priority",
-    "takes_context",
-    "args",
-    "kwargs",
-}
-
-
-def declared_scheduled_tasks() -> dict[str, ScheduledTask]:
-    """settings.SCHEDULED_TASKS as unsaved ScheduledTask definitions, by name.
-
-        SCHEDULED_TASKS = {
-            "send-notification": {"task": "myapp.tasks.send_notification", "schedule": "*/15 * * * *",
-                                  "args": [1], "time_zone": "Europe/Amsterdam"},
-        }
-
-    Keys: task (dotted path, required), schedule (required), description, time_zone ("UTC"),
-    enabled (True), backend, queue_name, priority, takes_context, args, kwargs. Raises
-    ImproperlyConfigured naming the entry and key for anything malformed; the definitions
-    themselves are validated when saved.
-    """
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
-    declared = getattr(settings, "SCHEDULED_TASKS", {}) or {}
-    if not isinstance(declared, dict):
-        raise ImproperlyConfigured("SCHEDULED_TASKS must be a dict of name -> definition.")
-    definitions: dict[str, ScheduledTask] = {}
-    for name, entry in declared.items():
-        where = f"SCHEDULED_TASKS[{name!r}]"
-        if not isinstance(entry, dict):
-            raise ImproperlyConfigured(f"{where} must be a dict with at least 'task' and 'schedule'.")
-        unknown = sorted(set(entry) - DECLARATION_KEYS)
-        if unknown:
-            raise ImproperlyConfigured(f"{where} has unknown key(s) {', '.join(map(repr, unknown))}.")
-        for key in ("task", "schedule"):
-            if not isinstance(entry.get(key), str) or not entry[key]:
-                raise ImproperlyConfigured(f"{where}[{key!r}] is required (a non-empty string).")
-        definitions[name] = ScheduledTask(
-            name=name,
-            module_path=entry["task"],
-            schedule=entry["schedule"],
-            description=entry.get("description", ""),
-            time_zone=entry.get("time_zone", "UTC"),
-            state=ScheduledTask.State.ENABLED if entry.get("enabled", True) else ScheduledTask.State.DISABLED,
-            backend_alias=entry.get("backend", ""),
-            queue_name=entry.get("queue_name", ""),
-            priority=entry.get("priority"),
-            takes_context=entry.get("takes_context"),
-            args=entry.get("args", []),
-            kwargs=entry.get("kwargs", {}),
-            declared=True,
-        )
-    return definitions
-
-
-def upsert_declared(definition: ScheduledTask) -> ScheduledTask:
-    """Save a declared definition over the stored row of the same name (or as a new row), synced."""
-    stored = ScheduledTask.objects.filter(name=definition.name).first()
-    if stored is not None:
-        for name in DEFINITION_FIELDS:
-            setattr(stored, name, getattr(definition, name))
-        definition = stored
-    return save_scheduled_task(definition, declared=True)
-
-
-def check_declared_scheduled_tasks(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """System check: every SCHEDULED_TASKS entry is well-formed and would save (`manage.py check`)."""
-    from django.core import checks
-    from django.core.exceptions import ImproperlyConfigured
-
-    try:
-        declared = declared_scheduled_tasks()
-    except ImproperlyConfigured as exc:
-        return [
-            checks.Error(str(exc), hint="See SCHEDULED_TASKS in settings.", id="django_tasks_google.E101")
-        ]
-    errors = []
-    for name, definition in declared.items():
-        try:
-            validate_scheduled_task(definition)
-        except ValidationError as exc:
-            for field, messages in exc.message_dict.items():
-                errors.append(
-                    checks.Error(
-                        f"SCHEDULED_TASKS[{name!r}]: {field}: {' '.join(messages)}",
-                        hint="Fix the declaration in settings.SCHEDULED_TASKS.",
-                        id="django_tasks_google.E102",
-                    )
-                )
-    return errors

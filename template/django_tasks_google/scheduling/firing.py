@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from ..models import ScheduledTask, ScheduledTaskFiring
 
-logger = logging.getLogger("django_tasks_google.scheduler")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

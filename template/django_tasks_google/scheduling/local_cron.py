@@ -34,7 +34,7 @@ from ..models import ScheduledTask, ScheduledTaskFiring
 from .cron import slots_between
 from .firing import fire_scheduled_task
 
-logger = logging.getLogger("django_tasks_google.worker")
+logger = logging.getLogger(__name__)
 
 MAX_CATCH_UP_SLOTS = 10
 

@@ -18,9 +18,9 @@ from django.core.management import call_command
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from django_tasks_google.cron import slots_between
-from django_tasks_google.local_cron import MAX_CATCH_UP_SLOTS, LocalCron
 from django_tasks_google.models import ScheduledTask, ScheduledTaskFiring, TaskExecution
+from django_tasks_google.scheduling.cron import slots_between
+from django_tasks_google.scheduling.local_cron import MAX_CATCH_UP_SLOTS, LocalCron
 from tests.django_tasks_google import sample_tasks
 from tests.processes import manage
 
@@ -165,7 +165,7 @@ def test_a_broken_definition_is_logged_once_and_does_not_stop_the_others(caplog:
     broken = scheduled("* * * * *", since=at("2025-01-01 09:00"), name="broken", queue_name="no-such-queue")
     worker = cron(started_at=at("2025-01-01 10:00:30"))
 
-    with caplog.at_level(logging.ERROR, logger="django_tasks_google.worker"):
+    with caplog.at_level(logging.ERROR, logger="django_tasks_google.scheduling.local_cron"):
         assert worker.fire_due(at("2025-01-01 10:01")) == 1
         assert worker.fire_due(at("2025-01-01 10:01:01")) == 0
     assert not broken.firings.exists()  # rolled back: a fixed definition can still fire the slot
@@ -179,7 +179,7 @@ def test_a_task_that_cannot_be_imported_is_skipped(caplog: Any) -> None:
     ScheduledTask.objects.filter(pk=row.pk).update(module_path="tests.no_such_module.task")
     worker = cron(started_at=at("2025-01-01 10:00:30"))
 
-    with caplog.at_level(logging.ERROR, logger="django_tasks_google.worker"):
+    with caplog.at_level(logging.ERROR, logger="django_tasks_google.scheduling.local_cron"):
         assert worker.fire_due(at("2025-01-01 10:01")) == 0
     assert "tests.no_such_module.task" in caplog.text
     assert not ScheduledTaskFiring.objects.exists()

@@ -19,9 +19,9 @@ from django.core.management.base import SystemCheckError
 from google.cloud import scheduler_v1
 
 from django_tasks_google import gcp, push_mac
-from django_tasks_google.cloud_scheduler import SchedulerSyncError
 from django_tasks_google.models import ScheduledTask
 from django_tasks_google.scheduler import (
+    SchedulerSyncError,
     delete_scheduled_task,
     save_scheduled_task,
     schedule_task,

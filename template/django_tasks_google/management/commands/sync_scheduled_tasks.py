@@ -22,14 +22,16 @@ from django.tasks import task_backends
 
 from django_tasks_google.backends.base import DjangoTasksGoogleBackend
 from django_tasks_google.models import ScheduledTask
-from django_tasks_google.scheduling.cloud_scheduler import JobSync, SchedulerSyncError, SyncReport
-from django_tasks_google.scheduling.definitions import (
+from django_tasks_google.scheduler import (
+    SchedulerSyncError,
+    SyncReport,
     declared_scheduled_tasks,
     delete_scheduled_task,
     sync_scheduled_task,
     upsert_declared,
     validate_scheduled_task,
 )
+from django_tasks_google.scheduling.cloud_scheduler import JobSync
 
 
 class Command(BaseCommand):
