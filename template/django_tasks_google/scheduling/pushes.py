@@ -1,8 +1,10 @@
 """Which Cloud Scheduler push may fire which slot: the rules behind ``/tasks/schedule/``.
 
 The view authenticates a push and reads its body; this module reads the slot from the push's
-headers and decides: pushes from a job the task no longer uses and tasks that run on another
-backend are refused, and each slot fires once.
+headers and decides. A slot is keyed by its parsed UTC instant, never by the header's spelling,
+so ``2026-01-01T09:00:00Z``, ``2026-01-01T09:00:00.000Z`` and ``2026-01-01T10:00:00+01:00`` are one
+slot that fires once. Slots far from now are refused (a replayed or forged header), as are pushes
+from a job the task no longer uses and tasks that run on another backend.
 """
 
 from __future__ import annotations
@@ -10,17 +12,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import InvalidTask
+from django.utils import timezone
 
 from ..models import ScheduledTask, ScheduledTaskFiring, TaskExecution
 from .definitions import scheduled_task_backend
 from .firing import fire_scheduled_task
 
 logger = logging.getLogger(__name__)
+
+# How far a slot may lie from now and still fire. Cloud Scheduler pushes a slot at its time and
+# retries a failed push with backoff, at most retry_count (<= 5) times, each after at most
+# max_backoff_duration (<= 1 h) plus attempt_deadline (<= 30 min), and never past the next slot:
+# https://cloud.google.com/scheduler/docs/configuring/retry-jobs
+# So a genuine push is at most ~7.5 hours late (ours: minutes, see cloud_scheduler.RETRY_COUNT);
+# two days leaves room for a Google incident that delays deliveries, and still refuses a replayed
+# header from weeks ago, 1970 or 9999. A slot is never pushed before its time: a few minutes ahead
+# covers clock skew between Google and this service, nothing more.
+MAX_SLOT_AGE = timedelta(days=2)
+MAX_SLOT_LEAD = timedelta(minutes=5)
 
 
 class PushRefused(Exception):
@@ -42,13 +56,17 @@ class SchedulerDelivery:
     """
 
     job_name: str  # the job's id, or (to be safe) its full resource name
-    schedule_time: str  # X-CloudScheduler-ScheduleTime verbatim: the same on every retry of a slot
-    slot: datetime
+    slot: datetime  # aware, UTC
 
     @property
     def key(self) -> str:
-        """The slot's idempotency key, in the published package's format."""
-        return f"{self.job_name}:{self.schedule_time}"
+        """The slot's firing key: ``<job id>:<slot in UTC, RFC 3339 "Z">``.
+
+        The published package's format (job name, colon, schedule time) for the spelling Google
+        sends, but built from the parsed instant, so every spelling of one slot gives one key.
+        """
+        job_id = self.job_name.rsplit("/", 1)[-1]
+        return f"{job_id}:{self.slot.isoformat().replace('+00:00', 'Z')}"
 
     def is_from(self, job_name: str | None) -> bool:
         """Whether the push comes from the job the scheduled task records."""
@@ -56,19 +74,28 @@ class SchedulerDelivery:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> SchedulerDelivery:
-        """The delivery the headers describe; PushRefused(400) if they are missing or malformed."""
+        """The delivery the headers describe; PushRefused(400) if they are missing, malformed or
+        name a slot outside [now - MAX_SLOT_AGE, now + MAX_SLOT_LEAD]."""
         job_name = headers.get("X-CloudScheduler-JobName", "").strip()
         schedule_time = headers.get("X-CloudScheduler-ScheduleTime", "").strip()
         if not job_name or not schedule_time:
             missing = "X-CloudScheduler-JobName" if not job_name else "X-CloudScheduler-ScheduleTime"
             raise PushRefused(400, f"Missing header: {missing} (Cloud Scheduler sends it with every push).")
         try:
-            slot = datetime.fromisoformat(schedule_time)
-        except ValueError:
+            parsed = datetime.fromisoformat(schedule_time)
+            slot = parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+        except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:00:00-01:00 and the like
             slot = None
-        if slot is None or slot.tzinfo is None:
+        if slot is None:
             raise PushRefused(400, f"Malformed header: X-CloudScheduler-ScheduleTime {schedule_time!r}.")
-        return cls(job_name=job_name, schedule_time=schedule_time, slot=slot)
+        now = timezone.now()
+        if not now - MAX_SLOT_AGE <= slot <= now + MAX_SLOT_LEAD:
+            raise PushRefused(
+                400,
+                f"X-CloudScheduler-ScheduleTime {schedule_time!r} is too far from now to be a slot "
+                f"Cloud Scheduler still delivers (accepted: {MAX_SLOT_AGE} before to {MAX_SLOT_LEAD} after).",
+            )
+        return cls(job_name=job_name, slot=slot)
 
 
 def fire_pushed_slot(task_id: int, backend_alias: str, delivery: SchedulerDelivery) -> None:

@@ -8,8 +8,9 @@ issuer and verified by google-auth. The enqueued execution goes to Cloud Tasks (
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -26,8 +27,10 @@ from tests.fakes.google_services import Push
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
-NEXT_SLOT = datetime(2030, 1, 1, 9, 15, tzinfo=UTC)
+# Two recent slots of the tasks' "*/15 * * * *": a push for a slot far from now is refused.
+_NOW = datetime.now(UTC)
+SLOT = _NOW.replace(minute=_NOW.minute // 15 * 15, second=0, microsecond=0) - timedelta(minutes=15)
+NEXT_SLOT = SLOT + timedelta(minutes=15)
 
 
 @pytest.fixture
@@ -68,7 +71,7 @@ def test_a_push_enqueues_the_task_through_its_backend(scheduled: ScheduledTask, 
     [created] = google_fake.requests("CreateTask")
     assert created.task.http_request.body == f"execution_id={execution.pk}&backend=cloud".encode()
     firing = ScheduledTaskFiring.objects.get()
-    assert firing.key == "svc-adder:2030-01-01T09:00:00Z"
+    assert firing.key == f"svc-adder:{SLOT:%Y-%m-%dT%H:%M:%S}Z"  # the published package's format
     assert firing.source == ScheduledTaskFiring.Source.CLOUD_SCHEDULER
     assert firing.scheduled_for == SLOT
     assert firing.task_execution_id == execution.pk
@@ -87,6 +90,58 @@ def test_a_repeated_push_of_a_slot_enqueues_once(scheduled: ScheduledTask, googl
 
     assert send(push_for(google_fake, scheduled, NEXT_SLOT)).status_code == 204
     assert TaskExecution.objects.count() == 2
+
+
+def test_one_slot_fires_once_however_its_schedule_time_is_spelled(
+    scheduled: ScheduledTask, google_fake: Any
+) -> None:
+    push = push_for(google_fake, scheduled)
+    assert push.headers["X-CloudScheduler-ScheduleTime"] == f"{SLOT:%Y-%m-%dT%H:%M:%S}Z"
+    in_paris = SLOT.astimezone(ZoneInfo("Europe/Paris"))
+    spellings = [
+        f"{SLOT:%Y-%m-%dT%H:%M:%S}Z",
+        f"{SLOT:%Y-%m-%dT%H:%M:%S}.000Z",
+        f"{SLOT:%Y-%m-%dT%H:%M:%S}+00:00",
+        f"{SLOT:%Y-%m-%d %H:%M:%S}Z",
+        in_paris.isoformat(),  # the same instant in another offset
+        f"{SLOT:%Y-%m-%dT%H:%M:%S}.000000-00:00",
+    ]
+
+    for spelling in spellings:
+        response = send(with_header(push, "X-CloudScheduler-ScheduleTime", spelling))
+        assert response.status_code == 204, (spelling, response.content)
+
+    assert TaskExecution.objects.count() == 1
+    assert len(google_fake.requests("CreateTask")) == 1
+    assert ScheduledTaskFiring.objects.get().scheduled_for == SLOT
+    # The job's full resource name is the same job: still the same slot.
+    assert (
+        send(with_header(push, "X-CloudScheduler-JobName", scheduled.cloud_scheduler_job_name)).status_code
+        == 204
+    )
+    assert TaskExecution.objects.count() == 1
+
+
+def test_slots_far_from_now_are_refused(scheduled: ScheduledTask, google_fake: Any) -> None:
+    push = push_for(google_fake, scheduled)
+    now = datetime.now(UTC)
+    for spelling in [
+        "1970-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:30:00-01:00",  # past year 9999 in UTC
+        "0001-01-01T00:30:00+01:00",  # before year 1 in UTC
+        f"{now - timedelta(days=3):%Y-%m-%dT%H:%M:%S}Z",  # a replay, days after Cloud Scheduler gave up
+        f"{now + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}Z",  # Cloud Scheduler never pushes a slot early
+    ]:
+        response = send(with_header(push, "X-CloudScheduler-ScheduleTime", spelling))
+        assert response.status_code == 400, (spelling, response.content)
+    assert nothing_fired()
+
+    # A slot retried a day late (Cloud Scheduler backs off for hours at most) still fires.
+    late = push_for(google_fake, scheduled, SLOT - timedelta(days=1))
+    assert send(late).status_code == 204
+    assert TaskExecution.objects.count() == 1
 
 
 def test_a_disabled_task_is_acknowledged_but_not_enqueued(scheduled: ScheduledTask, google_fake: Any) -> None:
@@ -208,7 +263,7 @@ def test_bad_pushes_get_a_4xx(scheduled: ScheduledTask, google_fake: Any, oidc_i
         "no schedule time": (with_header(push, "X-CloudScheduler-ScheduleTime", None), 400),
         "malformed schedule time": (with_header(push, "X-CloudScheduler-ScheduleTime", "yesterday"), 400),
         "naive schedule time": (
-            with_header(push, "X-CloudScheduler-ScheduleTime", "2030-01-01T09:00:00"),
+            with_header(push, "X-CloudScheduler-ScheduleTime", f"{SLOT:%Y-%m-%dT%H:%M:%S}"),
             400,
         ),
         "no task id": (body("backend=cloud"), 400),
