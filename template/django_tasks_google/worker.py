@@ -33,7 +33,7 @@ from .backends.process import ProcessBackend
 from .base import TaskInterrupted, TaskTimeout
 from .executor import Claim, claim_execution, lease_expired_error, release_abandoned
 from .models import TaskExecution
-from .scheduling.local_cron import LocalCron
+from .scheduling.local_cron import CatchUp, LocalCron
 from .worker_child import CANCEL_SIGNAL, run_child, warm_up
 
 logger = logging.getLogger("django_tasks_google.worker")
@@ -92,7 +92,7 @@ class Worker:
     backends: list[ProcessBackend]
     settings: WorkerSettings
     queues: list[str] = field(default_factory=list)
-    catch_up: bool = False
+    catch_up: CatchUp = CatchUp.NONE
     children: dict[int, Child] = field(default_factory=dict)
     stop_signals: int = 0
 
@@ -312,7 +312,7 @@ class Worker:
         """Local stand-in for Cloud Scheduler: enqueue the due ScheduledTasks of our backends.
 
         See local_cron.py: each slot fires once across all workers; with --catch-up the slots
-        missed while no worker ran fire too.
+        missed while no worker ran fire too (the latest one, or each with --catch-up=all).
         """
         if self.local_cron is None:
             self.local_cron = LocalCron(self.by_alias, catch_up=self.catch_up, started_at=now)

@@ -5,13 +5,18 @@ whose backend is one the worker serves, the slots due since the last firing are 
 croniter in the task's own time zone (see ``cron.py`` for daylight saving time), and each is
 fired through ``fire_scheduled_task`` under the key ``local:<pk>:<slot in the task's time zone>``.
 
-Which slots fire:
+Which slots fire (``CatchUp``):
 
-* Normally, like cron: only slots that come due while a worker runs, at most the latest one per
+* By default, like cron: only slots that come due while a worker runs, at most the latest one per
   poll (a laptop waking from sleep fires a missed schedule once, not once per missed slot).
-* With ``--catch-up``: also the slots missed while no worker ran, each once, oldest first, at most
-  ``MAX_CATCH_UP_SLOTS`` per task. Slots from before the task's definition last changed
-  (``updated_at``: created, edited, re-enabled) are never caught up.
+* ``--catch-up``: also the slots missed while no worker ran, coalesced into one run: the latest
+  missed slot fires, the older ones are skipped. The published package does the same (it fires
+  only croniter's previous slot), as do Kubernetes CronJobs (one Job however many schedules were
+  missed) and APScheduler's default ``coalesce=True``; see ``CatchUp``.
+* ``--catch-up=all``: each missed slot once, oldest first, at most ``MAX_CATCH_UP_SLOTS`` per task.
+
+Slots from before the task's definition last changed (``updated_at``: created, edited,
+re-enabled) are never caught up.
 
 Several workers may run at once: the unique firing key makes the first one to reach a slot fire
 it and the others skip it. No per-worker "first sight" state decides anything, so a worker that
@@ -23,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from django.db import DatabaseError
@@ -39,6 +45,19 @@ logger = logging.getLogger(__name__)
 MAX_CATCH_UP_SLOTS = 10
 
 
+class CatchUp(StrEnum):
+    """What to do with the slots missed while no worker ran (``run_tasks --catch-up[=all]``).
+
+    ``LATEST`` coalesces them into one run, as Kubernetes CronJob does after missed schedules
+    (https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/) and APScheduler does
+    by default (``coalesce``: https://apscheduler.readthedocs.io/en/3.x/userguide.html).
+    """
+
+    NONE = "none"  # only slots that come due while the worker runs
+    LATEST = "latest"  # also the latest missed slot
+    ALL = "all"  # each missed slot, oldest first, MAX_CATCH_UP_SLOTS at most
+
+
 def local_firing_key(scheduled: ScheduledTask, slot: datetime) -> str:
     """The published package's local key: the slot in the task's time zone, offset included."""
     return f"local:{scheduled.pk}:{slot.astimezone(ZoneInfo(scheduled.time_zone)).isoformat()}"
@@ -47,7 +66,7 @@ def local_firing_key(scheduled: ScheduledTask, slot: datetime) -> str:
 class LocalCron:
     """Fires the scheduled tasks of ``backend_aliases``; one instance per worker process."""
 
-    def __init__(self, backend_aliases: Iterable[str], *, catch_up: bool, started_at: datetime) -> None:
+    def __init__(self, backend_aliases: Iterable[str], *, catch_up: CatchUp, started_at: datetime) -> None:
         self.backend_aliases = frozenset(backend_aliases)
         self.catch_up = catch_up
         self.started_at = started_at
@@ -79,7 +98,7 @@ class LocalCron:
         fired = 0
         for scheduled in due:
             after = max(scheduled.updated_at, latest.get(scheduled.pk) or scheduled.updated_at)
-            if not self.catch_up:
+            if self.catch_up == CatchUp.NONE:
                 after = max(after, self.started_at)
             try:
                 slots = slots_between(
@@ -87,7 +106,7 @@ class LocalCron:
                     scheduled.time_zone,
                     after,
                     now,
-                    limit=MAX_CATCH_UP_SLOTS if self.catch_up else 1,
+                    limit=MAX_CATCH_UP_SLOTS if self.catch_up == CatchUp.ALL else 1,
                 )
             except Exception:  # a definition saved around validation; report it once
                 self._log_once(f"schedule:{scheduled.pk}:{scheduled.schedule}", scheduled, "its schedule")

@@ -18,9 +18,11 @@ from django.core.management import call_command
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from django_tasks_google.backends import ProcessBackend
 from django_tasks_google.models import ScheduledTask, ScheduledTaskFiring, TaskExecution
+from django_tasks_google.scheduler import declared_scheduled_tasks, scheduled_task_backend
 from django_tasks_google.scheduling.cron import slots_between
-from django_tasks_google.scheduling.local_cron import MAX_CATCH_UP_SLOTS, LocalCron
+from django_tasks_google.scheduling.local_cron import MAX_CATCH_UP_SLOTS, CatchUp, LocalCron
 from tests.django_tasks_google import sample_tasks
 from tests.processes import manage
 
@@ -57,7 +59,7 @@ def scheduled(
     return row
 
 
-def cron(started_at: datetime, *, catch_up: bool = False, aliases: list[str] = SERVED) -> LocalCron:
+def cron(started_at: datetime, *, catch_up: CatchUp = CatchUp.NONE, aliases: list[str] = SERVED) -> LocalCron:
     return LocalCron(aliases, catch_up=catch_up, started_at=started_at)
 
 
@@ -104,15 +106,32 @@ def test_a_slot_that_elapsed_before_the_worker_started_is_not_fired_without_catc
     assert fired_slots(row) == [at("2025-01-01 10:10")]
 
 
-def test_catch_up_fires_each_missed_slot_once_oldest_first() -> None:
-    row = scheduled("*/5 * * * *", since=at("2025-01-01 09:00"))
+def fired_by_hand(row: ScheduledTask, slot: datetime) -> None:
+    """A firing recorded without a task, as an earlier worker would have left it."""
     ScheduledTaskFiring.objects.create(
         scheduled_task=row,
-        key=f"local:{row.pk}:2025-01-01T09:50:00+00:00",
+        key=f"local:{row.pk}:{slot.isoformat()}",
         source=ScheduledTaskFiring.Source.LOCAL,
-        scheduled_for=at("2025-01-01 09:50"),
+        scheduled_for=slot,
     )
-    worker = cron(started_at=at("2025-01-01 10:07"), catch_up=True)
+
+
+def test_catch_up_coalesces_the_missed_slots_into_the_latest() -> None:
+    row = scheduled("*/5 * * * *", since=at("2025-01-01 09:00"))
+    fired_by_hand(row, at("2025-01-01 09:50"))
+    worker = cron(started_at=at("2025-01-01 10:07"), catch_up=CatchUp.LATEST)
+
+    assert worker.fire_due(at("2025-01-01 10:07")) == 1
+    assert worker.fire_due(at("2025-01-01 10:07:30")) == 0
+    assert worker.fire_due(at("2025-01-01 10:10")) == 1
+    assert fired_slots(row) == [at(f"2025-01-01 {t}") for t in ("09:50", "10:05", "10:10")]
+    assert TaskExecution.objects.count() == 2
+
+
+def test_catch_up_all_fires_each_missed_slot_once_oldest_first() -> None:
+    row = scheduled("*/5 * * * *", since=at("2025-01-01 09:00"))
+    fired_by_hand(row, at("2025-01-01 09:50"))
+    worker = cron(started_at=at("2025-01-01 10:07"), catch_up=CatchUp.ALL)
 
     assert worker.fire_due(at("2025-01-01 10:07")) == 3
     assert worker.fire_due(at("2025-01-01 10:07:30")) == 0
@@ -121,9 +140,9 @@ def test_catch_up_fires_each_missed_slot_once_oldest_first() -> None:
     assert executions.count() == 3  # the 09:50 firing above was recorded by hand, without a task
 
 
-def test_catch_up_is_bounded_to_the_most_recent_slots() -> None:
+def test_catch_up_all_is_bounded_to_the_most_recent_slots() -> None:
     row = scheduled("* * * * *", since=at("2024-12-31 10:00"))
-    worker = cron(started_at=at("2025-01-01 10:00:30"), catch_up=True)
+    worker = cron(started_at=at("2025-01-01 10:00:30"), catch_up=CatchUp.ALL)
 
     assert worker.fire_due(at("2025-01-01 10:00:30")) == MAX_CATCH_UP_SLOTS
     slots = fired_slots(row)
@@ -131,12 +150,14 @@ def test_catch_up_is_bounded_to_the_most_recent_slots() -> None:
     assert slots[0] == at("2025-01-01 10:00") - timedelta(minutes=MAX_CATCH_UP_SLOTS - 1)
 
 
-def test_catch_up_never_fires_slots_from_before_the_definition_changed() -> None:
-    row = scheduled("*/5 * * * *", since=at("2025-01-01 10:03"))
-    worker = cron(started_at=at("2025-01-01 10:12"), catch_up=True)
+@pytest.mark.parametrize("catch_up", [CatchUp.LATEST, CatchUp.ALL])
+def test_catch_up_never_fires_slots_from_before_the_definition_changed(catch_up: CatchUp) -> None:
+    row = scheduled("*/5 * * * *", since=at("2025-01-01 10:11"))  # edited after the 10:10 slot
+    worker = cron(started_at=at("2025-01-01 10:12"), catch_up=catch_up)
 
-    worker.fire_due(at("2025-01-01 10:12"))
-    assert fired_slots(row) == [at("2025-01-01 10:05"), at("2025-01-01 10:10")]
+    assert worker.fire_due(at("2025-01-01 10:12")) == 0
+    assert worker.fire_due(at("2025-01-01 10:15")) == 1
+    assert fired_slots(row) == [at("2025-01-01 10:15")]
 
 
 def test_without_catch_up_a_long_pause_of_the_worker_fires_only_the_latest_slot() -> None:
@@ -274,6 +295,61 @@ def test_concurrent_workers_fire_a_slot_once() -> None:
     assert TaskExecution.objects.count() == len(rows)
 
 
+# --- run_tasks: catch-up and declared schedules, under the real worker ----------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_tasks_catch_up_fires_only_the_latest_missed_slot() -> None:
+    """`--catch-up` coalesces: after five missed hourly slots, one run, for the latest of them."""
+    row = ScheduledTask.objects.create(
+        name="hourly", schedule="0 * * * *", module_path=sample_tasks.add.module_path, args=[1, 2]
+    )
+    ScheduledTask.objects.filter(pk=row.pk).update(updated_at=timezone.now() - timedelta(hours=5, minutes=30))
+    latest_before = slots_between(
+        row.schedule, "UTC", timezone.now() - timedelta(days=1), timezone.now(), limit=1
+    )
+
+    worker = manage("run_tasks", "--once", "--catch-up", "--backend", "test-tasks")
+
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    now = timezone.now()
+    latest_after = slots_between(row.schedule, "UTC", now - timedelta(days=1), now, limit=1)
+    firing = row.firings.get()  # one firing, not one per missed slot
+    assert latest_before[0] <= firing.scheduled_for <= latest_after[0]
+    assert TaskExecution.objects.get(pk=firing.task_execution_id).status == "SUCCESSFUL"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_tasks_upserts_its_declared_schedules_when_it_starts() -> None:
+    """No `sync_scheduled_tasks` first: the worker upserts what it fires, and says so."""
+    if not settings.SCHEDULED_TASKS:
+        pytest.skip("this service declares no schedule (Cloud Scheduler was not chosen)")
+    assert not ScheduledTask.objects.exists()
+    local = sorted(
+        name
+        for name, definition in declared_scheduled_tasks().items()
+        if isinstance(scheduled_task_backend(definition), ProcessBackend)
+    )
+    assert local  # the sample schedule runs on the local worker in the tests
+
+    worker = manage("run_tasks", "--once")
+
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    rows = ScheduledTask.objects.order_by("name")
+    assert [row.name for row in rows] == sorted(local)
+    for row in rows:
+        assert row.declared
+        assert row.cloud_scheduler_job_name is None
+    assert f"Scheduled tasks: {len(local)} declared schedule(s) upserted ({', '.join(local)})" in (
+        worker.stdout + worker.stderr
+    )
+    assert not TaskExecution.objects.exists()  # upserted now: no slot of theirs is due yet
+    # A second start changes nothing: the definitions, and so what catch-up would fire, stay.
+    updated = {row.name: row.updated_at for row in rows}
+    assert manage("run_tasks", "--once").returncode == 0
+    assert {row.name: row.updated_at for row in ScheduledTask.objects.all()} == updated
+
+
 # --- the rendered service's own schedule, under the real worker --------------------------------
 
 
@@ -304,5 +380,5 @@ def test_the_sample_schedule_fires_under_run_tasks_once_per_slot() -> None:
     assert execution.args == declaration.get("args", [])
 
     # Another worker (this process) with --catch-up does not fire that slot again.
-    assert cron(started_at=now, catch_up=True, aliases=[execution.backend_alias]).fire_due(now) == 0
+    assert cron(started_at=now, catch_up=CatchUp.ALL, aliases=[execution.backend_alias]).fire_due(now) == 0
     assert TaskExecution.objects.count() == 1

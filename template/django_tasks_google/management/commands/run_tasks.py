@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.tasks import task_backends
 
 from django_tasks_google.backends import ProcessBackend
+from django_tasks_google.scheduling.local_cron import MAX_CATCH_UP_SLOTS, CatchUp
 from django_tasks_google.worker import Worker, WorkerSettings
 
 
@@ -47,8 +48,18 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--catch-up",
-            action="store_true",
-            help="Also fire the cron slots missed while no worker ran (each once, 10 per task at most).",
+            nargs="?",
+            const=CatchUp.LATEST,
+            default=CatchUp.NONE,
+            type=CatchUp,
+            choices=[CatchUp.LATEST, CatchUp.ALL],
+            metavar="{latest,all}",
+            help=(
+                "Also fire the cron slots missed while no worker ran. 'latest' (the default when "
+                "the flag is given): only the latest missed slot of each schedule, as cron-like "
+                "schedulers coalesce missed runs; 'all': each missed slot, oldest first, "
+                f"{MAX_CATCH_UP_SLOTS} per schedule at most."
+            ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
