@@ -1,22 +1,28 @@
 """Schedules declared in ``settings.SCHEDULED_TASKS``: read them, check them, upsert them.
 
 Declared schedules live in code review, not in the admin: ``sync_scheduled_tasks`` upserts them
-on deploy (and syncs their Cloud Scheduler jobs), and ``manage.py check`` refuses malformed ones.
+on deploy (and syncs their Cloud Scheduler jobs), ``run_tasks`` upserts the ones it fires itself
+when it starts (see ``upsert_declared_locally``), and ``manage.py check`` refuses malformed ones.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import DatabaseError
 
 from ..models import ScheduledTask
+from .cloud_scheduler import SchedulerSyncError
 from .definitions import (
     DEFINITION_FIELDS,
     save_scheduled_task,
+    scheduled_task_backend,
     validate_scheduled_task,
 )
 
@@ -114,3 +120,57 @@ def check_declared_scheduled_tasks(app_configs: Any = None, **kwargs: Any) -> li
                     )
                 )
     return errors
+
+
+@dataclass
+class LocalUpsert:
+    """What ``upsert_declared_locally`` did, by declared name."""
+
+    upserted: list[str] = field(default_factory=list)
+    left_to_sync: list[str] = field(default_factory=list)  # Cloud Scheduler's: sync_scheduled_tasks
+    failed: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [f"{len(self.upserted)} declared schedule(s) upserted ({', '.join(self.upserted) or 'none'})"]
+        if self.left_to_sync:
+            parts.append(
+                f"{len(self.left_to_sync)} left to `manage.py sync_scheduled_tasks` "
+                f"(Cloud Scheduler's): {', '.join(self.left_to_sync)}"
+            )
+        if self.failed:
+            parts.append(f"{len(self.failed)} invalid, not upserted: {', '.join(self.failed)}")
+        return "; ".join(parts)
+
+
+def upsert_declared_locally(backend_aliases: Iterable[str]) -> LocalUpsert:
+    """Upsert the declared schedules fired by a local worker serving ``backend_aliases``.
+
+    Never calls Cloud Scheduler: a declaration for a Google backend, or one whose stored row still
+    records a Cloud Scheduler job (moved from a Google backend), is left to ``sync_scheduled_tasks``.
+    An unchanged declaration keeps its row as it is (``updated_at`` included, so catch-up still
+    knows what was missed). A declaration that cannot be saved is logged and skipped.
+    """
+    served = frozenset(backend_aliases)
+    report = LocalUpsert()
+    for name, definition in declared_scheduled_tasks().items():
+        try:
+            backend = scheduled_task_backend(definition)
+        except ValidationError as exc:
+            logger.error("SCHEDULED_TASKS[%r] is not upserted: %s", name, "; ".join(exc.messages))
+            report.failed.append(name)
+            continue
+        if backend.alias not in served:
+            if backend.uses_cloud_scheduler:
+                report.left_to_sync.append(name)
+            continue  # or another local worker's
+        if ScheduledTask.objects.filter(name=name, cloud_scheduler_job_name__isnull=False).exists():
+            report.left_to_sync.append(name)
+            continue
+        try:
+            upsert_declared(definition)
+        except (ValidationError, SchedulerSyncError, DatabaseError):
+            logger.exception("SCHEDULED_TASKS[%r] could not be upserted", name)
+            report.failed.append(name)
+            continue
+        report.upserted.append(name)
+    return report

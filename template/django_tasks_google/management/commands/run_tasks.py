@@ -1,13 +1,23 @@
-"""`manage.py run_tasks`: the local worker for ProcessBackend aliases (see worker.py)."""
+"""`manage.py run_tasks`: the local worker for ProcessBackend aliases (see worker.py).
 
+On start it upserts the schedules of settings.SCHEDULED_TASKS that it fires itself (those of the
+ProcessBackends it serves; never a Cloud Scheduler call), so a fresh database has its schedules
+without a separate `sync_scheduled_tasks`, and it logs what it upserted and what it left alone.
+"""
+
+import logging
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.tasks import task_backends
 
 from django_tasks_google.backends import ProcessBackend
+from django_tasks_google.scheduling.declared import upsert_declared_locally
 from django_tasks_google.scheduling.local_cron import MAX_CATCH_UP_SLOTS, CatchUp
 from django_tasks_google.worker import Worker, WorkerSettings
+
+logger = logging.getLogger(__name__)
 
 
 def positive_int(value: str) -> int:
@@ -72,6 +82,11 @@ class Command(BaseCommand):
             poll_interval=options["poll_interval"],
             batch_size=options["batch_size"],
         )
+        try:
+            upserted = upsert_declared_locally(backend.alias for backend in backends)
+        except ImproperlyConfigured as exc:  # only reached with --skip-checks: check reports it
+            raise CommandError(str(exc)) from exc
+        logger.info("Scheduled tasks: %s", upserted)
         worker = Worker(backends, settings, queues=options["queues"] or [], catch_up=options["catch_up"])
         worker.run(once=options["once"])
 
