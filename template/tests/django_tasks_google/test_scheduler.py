@@ -27,6 +27,7 @@ from django_tasks_google.scheduler import (
     schedule_task,
     sync_scheduled_task,
 )
+from django_tasks_google.scheduling.declared import upsert_declared_locally
 from tests.django_tasks_google import sample_tasks
 from tests.django_tasks_google.scheduler_setup import (
     ORIGIN,
@@ -390,6 +391,40 @@ def test_sync_command_upserts_declared_schedules_and_syncs_the_rest(
     sync_command()
     assert stored_job(google_fake, job_name("adder")).schedule == "0 * * * *"
     assert scheduler_calls(google_fake).count("UpdateJob") == 1  # admin-made was unchanged
+
+
+def test_the_local_worker_upserts_only_its_own_declarations_and_never_calls_cloud_scheduler(
+    cloud: Any, google_fake: Any, settings: Any
+) -> None:
+    schedule(name="moved")  # has a Cloud Scheduler job; its declaration now puts it on the worker
+    google_fake.calls.clear()
+    local = {"task": sample_tasks.add.module_path, "schedule": "*/5 * * * *"}  # add's own: test-tasks
+    settings.SCHEDULED_TASKS = {
+        **DECLARED,  # "adder", on the Google backend
+        "local": local,
+        "other-worker": {**local, "backend": "test-jobs"},
+        "moved": {**local, "backend": "test-tasks"},
+        "broken": {**local, "task": "tests.no_such_module.task"},
+    }
+
+    report = upsert_declared_locally(["test-tasks"])
+
+    assert (report.upserted, report.left_to_sync, report.failed) == (
+        ["local"],
+        ["adder", "moved"],
+        ["broken"],
+    )
+    assert str(report) == (
+        "1 declared schedule(s) upserted (local); 2 left to `manage.py sync_scheduled_tasks` "
+        "(Cloud Scheduler's): adder, moved; 1 invalid, not upserted: broken"
+    )
+    assert scheduler_calls(google_fake) == []
+    assert sorted(ScheduledTask.objects.values_list("name", flat=True)) == ["local", "moved"]
+    upserted = ScheduledTask.objects.get(name="local")
+    assert (
+        upserted.declared and upserted.schedule == "*/5 * * * *" and upserted.cloud_scheduler_job_name is None
+    )
+    assert ScheduledTask.objects.get(name="moved").backend_alias == "cloud"  # left as it was
 
 
 def test_sync_command_dry_run_changes_nothing(cloud: Any, google_fake: Any, settings: Any) -> None:
