@@ -61,7 +61,7 @@ DEFINITION_FIELDS = (
 
 
 def schedule_task(
-    task: DjangoTask,
+    task: DjangoTask[Any, Any],
     schedule: str,
     *,
     name: str = "",
@@ -221,7 +221,7 @@ def scheduled_task_backend(scheduled: ScheduledTask) -> DjangoTasksGoogleBackend
 # --- internals -----------------------------------------------------------------------------------
 
 
-def _resolve(scheduled: ScheduledTask) -> tuple[DjangoTask, DjangoTasksGoogleBackend]:
+def _resolve(scheduled: ScheduledTask) -> tuple[DjangoTask[Any, Any], DjangoTasksGoogleBackend]:
     """The task to enqueue and its backend, or ValidationError naming the field at fault."""
     from ..backends.base import DjangoTasksGoogleBackend
 

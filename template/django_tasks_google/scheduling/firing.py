@@ -14,6 +14,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.tasks import TaskResult
@@ -32,7 +33,7 @@ class FiringOutcome:
     """
 
     reason: str
-    result: TaskResult | None = None
+    result: TaskResult[Any, Any] | None = None
     firing: ScheduledTaskFiring | None = None
 
     @property

@@ -102,4 +102,8 @@ class Command(BaseCommand):
         others = [alias for alias in aliases if not isinstance(task_backends[alias], ProcessBackend)]
         if others:
             raise CommandError(f"Not ProcessBackend aliases: {', '.join(others)}")
-        return [task_backends[alias] for alias in dict.fromkeys(aliases)]
+        return [
+            backend
+            for alias in dict.fromkeys(aliases)
+            if isinstance(backend := task_backends[alias], ProcessBackend)
+        ]
