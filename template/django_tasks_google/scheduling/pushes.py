@@ -56,6 +56,7 @@ class SchedulerDelivery:
     """
 
     job_name: str  # the job's id, or (to be safe) its full resource name
+    schedule_time: str  # the header verbatim, for messages (the key is built from `slot`)
     slot: datetime  # aware, UTC
 
     @property
@@ -72,10 +73,20 @@ class SchedulerDelivery:
         """Whether the push comes from the job the scheduled task records."""
         return bool(job_name) and self.job_name in {job_name, (job_name or "").rsplit("/", 1)[-1]}
 
+    def refuse_if_far_from_now(self) -> None:
+        """PushRefused(400) for a slot outside [now - MAX_SLOT_AGE, now + MAX_SLOT_LEAD]."""
+        now = timezone.now()
+        if not now - MAX_SLOT_AGE <= self.slot <= now + MAX_SLOT_LEAD:
+            raise PushRefused(
+                400,
+                f"X-CloudScheduler-ScheduleTime {self.schedule_time!r} is too far from now to be a "
+                f"slot Cloud Scheduler still delivers (accepted: {MAX_SLOT_AGE} before to "
+                f"{MAX_SLOT_LEAD} after).",
+            )
+
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> SchedulerDelivery:
-        """The delivery the headers describe; PushRefused(400) if they are missing, malformed or
-        name a slot outside [now - MAX_SLOT_AGE, now + MAX_SLOT_LEAD]."""
+        """The delivery the headers describe; PushRefused(400) if they are missing or malformed."""
         job_name = headers.get("X-CloudScheduler-JobName", "").strip()
         schedule_time = headers.get("X-CloudScheduler-ScheduleTime", "").strip()
         if not job_name or not schedule_time:
@@ -88,14 +99,7 @@ class SchedulerDelivery:
             slot = None
         if slot is None:
             raise PushRefused(400, f"Malformed header: X-CloudScheduler-ScheduleTime {schedule_time!r}.")
-        now = timezone.now()
-        if not now - MAX_SLOT_AGE <= slot <= now + MAX_SLOT_LEAD:
-            raise PushRefused(
-                400,
-                f"X-CloudScheduler-ScheduleTime {schedule_time!r} is too far from now to be a slot "
-                f"Cloud Scheduler still delivers (accepted: {MAX_SLOT_AGE} before to {MAX_SLOT_LEAD} after).",
-            )
-        return cls(job_name=job_name, slot=slot)
+        return cls(job_name=job_name, schedule_time=schedule_time, slot=slot)
 
 
 def fire_pushed_slot(task_id: int, backend_alias: str, delivery: SchedulerDelivery) -> None:
@@ -106,7 +110,10 @@ def fire_pushed_slot(task_id: int, backend_alias: str, delivery: SchedulerDelive
     definition cannot be enqueued with the current settings; 503: the execution could not be
     handed to its backend (the slot is released, so Cloud Scheduler's retry fires it).
     A repeat of a fired slot and a disabled task return normally, having fired nothing.
+    400: a slot far from now (checked here, after the view's checks of who sent the push, its
+    ID token and push MAC, so a caller without credentials learns nothing from it).
     """
+    delivery.refuse_if_far_from_now()
     scheduled = ScheduledTask.objects.filter(pk=task_id).first()
     if scheduled is None:
         raise PushRefused(404, f"No scheduled task {task_id}.")

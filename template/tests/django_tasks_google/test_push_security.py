@@ -207,7 +207,9 @@ ATTACKS: dict[str, Callable[[Scene], Push]] = {
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MODES = ["verify", "trust"]
-SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+# A recent slot of the jobs' "*/15 * * * *": /tasks/schedule/ refuses slots far from now.
+_NOW = datetime.now(UTC)
+SLOT = _NOW.replace(minute=_NOW.minute // 15 * 15, second=0, microsecond=0) - timedelta(minutes=15)
 
 
 @pytest.fixture

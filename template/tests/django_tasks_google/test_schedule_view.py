@@ -137,6 +137,9 @@ def test_slots_far_from_now_are_refused(scheduled: ScheduledTask, google_fake: A
         response = send(with_header(push, "X-CloudScheduler-ScheduleTime", spelling))
         assert response.status_code == 400, (spelling, response.content)
     assert nothing_fired()
+    # Who sent the push is checked first: without the job's push MAC, a far slot is a 401 like any.
+    far = with_header(push, "X-CloudScheduler-ScheduleTime", "1970-01-01T00:00:00Z")
+    assert send(with_header(far, push_mac.HEADER, None)).status_code == 401
 
     # A slot retried a day late (Cloud Scheduler backs off for hours at most) still fires.
     late = push_for(google_fake, scheduled, SLOT - timedelta(days=1))
