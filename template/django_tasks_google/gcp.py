@@ -16,7 +16,7 @@ from here. Why a cache, and why module-level:
 * ``None`` (or ``""``): Google's production endpoint over TLS with Application Default
   Credentials, exactly as the client libraries default.
 * ``"host:port"``: a local fake or emulator. One plaintext gRPC channel per endpoint is shared
-  by all four clients and credentials are never looked up. None of the libraries reads an
+  by all the clients and credentials are never looked up. None of the libraries reads an
   ``*_EMULATOR_HOST`` variable, so this setting is the only way to point them elsewhere.
 
 Shared clients are never closed: closing one would close the channel under every other user.
@@ -27,9 +27,9 @@ no default deadline at all, and Cloud Scheduler's is ten minutes.
 
 from __future__ import annotations
 
+import importlib
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import grpc
@@ -48,22 +48,62 @@ _channels: dict[str, grpc.Channel] = {}
 
 def cloud_tasks_client(api_endpoint: str | None = None) -> CloudTasksClient:
     """The shared Cloud Tasks client for ``api_endpoint`` (None: Google, with ADC)."""
-    return _cached("cloud_tasks", api_endpoint, _build_cloud_tasks)
+    return cast("CloudTasksClient", _client("google.cloud.tasks_v2.CloudTasksClient", api_endpoint))
 
 
 def run_jobs_client(api_endpoint: str | None = None) -> JobsClient:
     """The shared Cloud Run v2 Jobs client for ``api_endpoint`` (None: Google, with ADC)."""
-    return _cached("run_jobs", api_endpoint, _build_run_jobs)
+    return cast("JobsClient", _client("google.cloud.run_v2.JobsClient", api_endpoint))
 
 
 def run_executions_client(api_endpoint: str | None = None) -> ExecutionsClient:
     """The shared Cloud Run v2 Executions client for ``api_endpoint`` (None: Google, with ADC)."""
-    return _cached("run_executions", api_endpoint, _build_run_executions)
+    return cast("ExecutionsClient", _client("google.cloud.run_v2.ExecutionsClient", api_endpoint))
 
 
 def cloud_scheduler_client(api_endpoint: str | None = None) -> CloudSchedulerClient:
     """The shared Cloud Scheduler client for ``api_endpoint`` (None: Google, with ADC)."""
-    return _cached("cloud_scheduler", api_endpoint, _build_cloud_scheduler)
+    return cast(
+        "CloudSchedulerClient", _client("google.cloud.scheduler_v1.CloudSchedulerClient", api_endpoint)
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call may succeed if simply made again later (the platform was unavailable).
+
+    Google's error model: UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, ABORTED and
+    RESOURCE_EXHAUSTED are worth retrying with a backoff; INVALID_ARGUMENT, PERMISSION_DENIED,
+    NOT_FOUND, FAILED_PRECONDITION... are not (https://cloud.google.com/apis/design/errors,
+    "Retrying errors"). A client-side RetryError means retrying ran out of time: transient too,
+    as are network errors of the credential refresh.
+    """
+    from google.api_core import exceptions
+    from google.auth.exceptions import TransportError
+
+    return isinstance(
+        exc,
+        exceptions.ServiceUnavailable
+        | exceptions.DeadlineExceeded
+        | exceptions.InternalServerError
+        | exceptions.Unknown
+        | exceptions.Aborted
+        | exceptions.TooManyRequests
+        | exceptions.GatewayTimeout
+        | exceptions.BadGateway
+        | exceptions.RetryError
+        | TransportError,
+    )
+
+
+def transient_retry(total: float) -> Retry:
+    """A Retry of transient errors (`is_transient`) giving up after `total` seconds in all.
+
+    For calls the caller waits on (CreateTask in `enqueue()`): the library's own default for
+    CreateTask is no retry and a 20 s timeout (``transports/base.py`` of google-cloud-tasks).
+    """
+    from google.api_core.retry import Retry
+
+    return Retry(predicate=is_transient, initial=0.1, maximum=1.0, multiplier=2.0, timeout=total)
 
 
 def lro_polling(
@@ -80,14 +120,28 @@ def lro_polling(
     return DEFAULT_POLLING.with_delay(initial=initial_delay, maximum=max_delay).with_timeout(timeout)
 
 
-def _cached[C](kind: str, api_endpoint: str | None, build: Callable[[grpc.Channel | None], C]) -> C:
+def _client(path: str, api_endpoint: str | None) -> Any:
+    """The one client of class `path` ("package.ClassName") per endpoint, built on first use.
+
+    The client libraries are imported here, lazily: they take most of a second to import, which
+    a project running only the local ProcessBackend should not pay at startup.
+    """
     endpoint = api_endpoint or None
-    client = _clients.get((kind, endpoint))
+    client = _clients.get((path, endpoint))
     if client is None:
         with _lock:  # double-checked: build each client once, even under concurrent first use
-            client = _clients.get((kind, endpoint))
+            client = _clients.get((path, endpoint))
             if client is None:
-                client = _clients[kind, endpoint] = build(_channel(endpoint) if endpoint else None)
+                module, _, name = path.rpartition(".")
+                client_class = getattr(importlib.import_module(module), name)
+                if endpoint is None:
+                    client = client_class()
+                else:
+                    # Every GAPIC client names its gRPC transport class; given a channel, the
+                    # transport looks up no credentials.
+                    transport = client_class.get_transport_class("grpc")(channel=_channel(endpoint))
+                    client = client_class(transport=transport)
+                _clients[path, endpoint] = client
     return client
 
 
@@ -99,43 +153,3 @@ def _channel(api_endpoint: str) -> grpc.Channel:
 
         channel = _channels[api_endpoint] = grpc.insecure_channel(api_endpoint)
     return channel
-
-
-# The builders import lazily: the client libraries take most of a second to import, which a
-# project running only the local ProcessBackend should not pay at startup.
-
-
-def _build_cloud_tasks(channel: grpc.Channel | None) -> CloudTasksClient:
-    from google.cloud.tasks_v2 import CloudTasksClient
-    from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
-
-    if channel is None:
-        return CloudTasksClient()
-    return CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
-
-
-def _build_run_jobs(channel: grpc.Channel | None) -> JobsClient:
-    from google.cloud.run_v2 import JobsClient
-    from google.cloud.run_v2.services.jobs.transports import JobsGrpcTransport
-
-    if channel is None:
-        return JobsClient()
-    return JobsClient(transport=JobsGrpcTransport(channel=channel))
-
-
-def _build_run_executions(channel: grpc.Channel | None) -> ExecutionsClient:
-    from google.cloud.run_v2 import ExecutionsClient
-    from google.cloud.run_v2.services.executions.transports import ExecutionsGrpcTransport
-
-    if channel is None:
-        return ExecutionsClient()
-    return ExecutionsClient(transport=ExecutionsGrpcTransport(channel=channel))
-
-
-def _build_cloud_scheduler(channel: grpc.Channel | None) -> CloudSchedulerClient:
-    from google.cloud.scheduler_v1 import CloudSchedulerClient
-    from google.cloud.scheduler_v1.services.cloud_scheduler.transports import CloudSchedulerGrpcTransport
-
-    if channel is None:
-        return CloudSchedulerClient()
-    return CloudSchedulerClient(transport=CloudSchedulerGrpcTransport(channel=channel))

@@ -7,15 +7,19 @@ can be left with nobody to deliver it:
 * READY, but its Cloud Task no longer exists (Cloud Tasks gave up: max_retry_duration reached, or
   the attempts were consumed by 503s that never reached the executor) or its Cloud Run execution
   completed.
-* READY and never dispatched: the process died between the commit and the API call.
+* READY and never delivered: the platform was unavailable when it was dispatched (a transient
+  error leaves the execution READY, see `DispatchResult.DEFERRED`), or the process died between
+  the commit and the API call.
 
 The local worker recovers expired leases itself; on Google Cloud nothing runs continuously, so
 this pass is meant to run every few minutes (e.g. a Cloud Scheduler job starting a Cloud Run job
 with `python manage.py recover_tasks`).
 
-No row lock is held during an RPC. Every write is a conditional UPDATE on the row as it was read
-(the executor's compare-and-set style), so concurrent runs, and deliveries arriving meanwhile,
-never both act on one state: the loser skips the row.
+What the platform holds is asked of the backend (`delivery_state`), and the backend delivers
+again (`redispatch`): this module knows no platform. No row lock is held during an RPC. Every
+write is a conditional UPDATE on the row as it was read (the executor's compare-and-set style),
+so concurrent runs, and deliveries arriving meanwhile, never both act on one state: the loser
+skips the row.
 """
 
 from __future__ import annotations
@@ -30,23 +34,19 @@ from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished
 from django.utils import timezone
 
-from . import gcp
-from .backends.base import DjangoTasksGoogleBackend, clip_history
-from .backends.cloud_run_jobs import CloudRunJobsBackend
-from .backends.cloud_tasks import CloudTasksBackend
+from .backends.base import (
+    DeliveryState,
+    DispatchResult,
+    DjangoTasksGoogleBackend,
+    clip_history,
+    unchanged_since_read,
+)
 from .base import PermanentTaskError
 from .executor import attempt_limit, lease_expired_error, release_abandoned
 from .models import TaskExecution, error_entry
 from .signals import send_task_signal
 
-logger = logging.getLogger("django_tasks_google")
-
-GOOGLE_BACKENDS = (CloudTasksBackend, CloudRunJobsBackend)
-
-# What the platform says about a READY row's delivery.
-PENDING = "pending"  # a Cloud Task still exists / the Cloud Run execution is still running
-GONE = "gone"  # the Cloud Task no longer exists / the Cloud Run execution completed
-NEVER_DISPATCHED = "never-dispatched"  # no task or execution name was ever stored
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,11 +63,12 @@ class RecoverySummary:
 
 
 def google_backends(aliases: list[str] | None = None) -> dict[str, DjangoTasksGoogleBackend]:
-    """The Cloud Tasks / Cloud Run Jobs backends by alias; `aliases` must all name one of them."""
+    """The backends whose deliveries can be lost (`needs_recovery`: Cloud Tasks, Cloud Run Jobs)
+    by alias; `aliases` must all name one of them."""
     found = {
         alias: backend
         for alias in task_backends.settings
-        if isinstance(backend := task_backends[alias], GOOGLE_BACKENDS)
+        if isinstance(backend := task_backends[alias], DjangoTasksGoogleBackend) and backend.needs_recovery
     }
     if aliases is None:
         return found
@@ -143,15 +144,15 @@ def _recover_ready(row: TaskExecution, backend: DjangoTasksGoogleBackend, summar
     from google.api_core.exceptions import GoogleAPIError
 
     try:
-        delivery = delivery_state(row, backend)
+        delivery = backend.delivery_state(row)
     except GoogleAPIError as exc:
         logger.error("Task %s: could not ask the platform about its delivery: %s", row.pk, exc)
         summary.counts["errors"] += 1
         return
-    if delivery == PENDING:
+    if delivery == DeliveryState.PENDING:
         summary.counts["pending"] += 1
         return
-    why = "never dispatched" if delivery == NEVER_DISPATCHED else "its delivery is gone"
+    why = "never dispatched" if delivery == DeliveryState.NEVER_DISPATCHED else "its delivery is gone"
     refusal = _no_attempt_left(row, backend)
     if summary.dry_run:
         _log(row, f"{why}: would {'fail' if refusal else 're-dispatch'} it")
@@ -159,58 +160,25 @@ def _recover_ready(row: TaskExecution, backend: DjangoTasksGoogleBackend, summar
         return
     if refusal is not None:
         _fail(row, backend, refusal, why, summary)
+        return
+    outcome = backend.redispatch(row)
+    if outcome is None:
+        summary.counts["skipped"] += 1
+    elif outcome == DispatchResult.DISPATCHED:
+        _log(row, f"{why}: re-dispatched")
+        summary.counts["redispatched"] += 1
     else:
-        _redispatch(row, backend, why, summary)
-
-
-def delivery_state(row: TaskExecution, backend: DjangoTasksGoogleBackend) -> str:
-    """Whether the platform still holds a delivery of `row`: PENDING, GONE or NEVER_DISPATCHED."""
-    from google.api_core.exceptions import NotFound
-
-    if isinstance(backend, CloudTasksBackend):
-        if not row.cloud_task_name:
-            return NEVER_DISPATCHED
-        try:
-            # A task exists until it succeeded or Cloud Tasks gave up retrying it.
-            gcp.cloud_tasks_client(backend.api_endpoint).get_task(
-                name=row.cloud_task_name, timeout=gcp.DEFAULT_TIMEOUT
-            )
-        except NotFound:
-            return GONE
-        return PENDING
-    if not row.cloud_run_job_execution_name:
-        return NEVER_DISPATCHED
-    try:
-        execution = gcp.run_executions_client(backend.api_endpoint).get_execution(
-            name=row.cloud_run_job_execution_name, timeout=gcp.DEFAULT_TIMEOUT
-        )
-    except NotFound:
-        return GONE
-    # Completed (succeeded, failed or cancelled): Cloud Run retries nothing any more.
-    return GONE if "completion_time" in execution else PENDING
+        # The backend logged the API error (and, if permanent, recorded it on the row: FAILED).
+        summary.counts["errors"] += 1
 
 
 def _no_attempt_left(row: TaskExecution, backend: DjangoTasksGoogleBackend) -> PermanentTaskError | None:
-    if backend.run_once and row.attempts > 0:
+    if backend.config.run_once and row.attempts > 0:
         return PermanentTaskError(f"run_once: attempt {row.attempts} did not finish and was not redelivered.")
     limit = attempt_limit(row, backend)
     if limit is not None and row.attempts >= limit:
         return PermanentTaskError(f"Not delivered again, and all {limit} attempts were used.")
     return None
-
-
-def _as_read(row: TaskExecution) -> QuerySet[TaskExecution]:
-    """The row only while it is still the READY row we read: a claim, a heartbeat, a dispatch or
-    another recovery run changes one of these columns."""
-    return TaskExecution.objects.filter(
-        pk=row.pk,
-        status=TaskResultStatus.READY,
-        attempts=row.attempts,
-        last_attempted_at=row.last_attempted_at,
-        lease_worker_id=row.lease_worker_id,
-        cloud_task_name=row.cloud_task_name,
-        cloud_run_job_execution_name=row.cloud_run_job_execution_name,
-    )
 
 
 def _fail(
@@ -220,43 +188,16 @@ def _fail(
     why: str,
     summary: RecoverySummary,
 ) -> None:
-    errors = clip_history([*row.errors, error_entry(refusal)], backend.max_history_entries)
-    if not _as_read(row).update(status=TaskResultStatus.FAILED, finished_at=timezone.now(), errors=errors):
+    errors = clip_history([*row.errors, error_entry(refusal)], backend.config.max_history_entries)
+    if not unchanged_since_read(row).update(
+        status=TaskResultStatus.FAILED, finished_at=timezone.now(), errors=errors
+    ):
         summary.counts["skipped"] += 1
         return
     _log(row, f"{why} and no attempt is left: FAILED")
     summary.counts["failed"] += 1
     row.refresh_from_db()
     send_task_signal(task_finished, type(backend), row.task_result)
-
-
-def _redispatch(
-    row: TaskExecution, backend: DjangoTasksGoogleBackend, why: str, summary: RecoverySummary
-) -> None:
-    # Claim the re-dispatch before any RPC, by moving the row past the state every concurrent run
-    # read. Cloud Tasks: the new task name is derived from the old one (a name Cloud Tasks has seen
-    # cannot be reused for a while), so racing runs compute the same name and Cloud Tasks
-    # deduplicates them. Cloud Run: the completed execution's name is dropped; dispatch stores the
-    # new one; a run reading the row before that could start a second execution, which the
-    # executor's lease turns into a no-op. A crash right after this claim leaves a row the next
-    # pass finds undelivered again.
-    if isinstance(backend, CloudTasksBackend):
-        replacing = row.cloud_task_name
-        if not _as_read(row).update(cloud_task_name=backend.cloud_task_name(row, replacing)):
-            summary.counts["skipped"] += 1
-            return
-        backend.dispatch(row, replacing=replacing)
-    else:
-        if not _as_read(row).update(cloud_run_job_execution_name=None):
-            summary.counts["skipped"] += 1
-            return
-        backend.dispatch(row)
-    if row.status == TaskResultStatus.FAILED:
-        # dispatch recorded the API error on the row (mark_dispatch_failed) and logged it.
-        summary.counts["errors"] += 1
-        return
-    _log(row, f"{why}: re-dispatched")
-    summary.counts["redispatched"] += 1
 
 
 def _log(row: TaskExecution, what: str) -> None:

@@ -214,7 +214,7 @@ class Worker:
     # --- Supervision -----------------------------------------------------------------------------
 
     def supervise(self, now: datetime) -> None:
-        """Forceful cancellation and timeouts (cloud_run_jobs mode): SIGTERM, then SIGKILL."""
+        """Forceful cancellation and timeouts (backends that enforce them): SIGTERM, then SIGKILL."""
         if not self.children:
             return
         cancelled = dict(
@@ -231,7 +231,7 @@ class Worker:
                     child.told_cancelled = True
                     signal_process(child.process, CANCEL_SIGNAL)
                 elif (
-                    child.backend.mode == "cloud_run_jobs"
+                    child.backend.enforces_timeout
                     and child.timeout is not None
                     and now >= child.claimed_at + child.timeout
                 ):

@@ -1,8 +1,14 @@
 """The task backends: put one of these dotted paths in TASKS[alias]["BACKEND"]."""
 
-from .base import DjangoTasksGoogleBackend
+from .base import DjangoTasksGoogleBackend, TaskDispatchError
 from .cloud_run_jobs import CloudRunJobsBackend
 from .cloud_tasks import CloudTasksBackend
 from .process import ProcessBackend
 
-__all__ = ["CloudRunJobsBackend", "CloudTasksBackend", "DjangoTasksGoogleBackend", "ProcessBackend"]
+__all__ = [
+    "CloudRunJobsBackend",
+    "CloudTasksBackend",
+    "DjangoTasksGoogleBackend",
+    "ProcessBackend",
+    "TaskDispatchError",
+]

@@ -1,24 +1,27 @@
 """What every backend of this app shares: OPTIONS, validation, enqueue, results, max_attempts cache.
 
-A backend only decides how a stored TaskExecution is *delivered* (`dispatch`); running it is the
-executor's job, whatever the transport.
+A backend only decides how a stored TaskExecution is *delivered* (`dispatch`), and answers for
+its platform (`delivery_state`, `redispatch`, capability flags); running it is the executor's
+job, whatever the transport.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from abc import abstractmethod
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import partial
-from typing import Any
-from urllib.parse import urlsplit
+from re import Pattern
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core import checks
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
+from django.db.models import QuerySet
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
@@ -29,10 +32,9 @@ from ..base import DjangoTask, Task, build_task_unvalidated, task_fields
 from ..models import TaskExecution, error_entry
 from ..serialization import json_round_trip
 from ..signals import send_task_signal
-from .gcp_options import check_gcp_options, read_push_auth_options
-from .options import OptionReader
+from .options import BackendOptions, origin, read_options
 
-logger = logging.getLogger("django_tasks_google")
+logger = logging.getLogger(__name__)
 
 # Stored in the cache for "no limit", so an unlimited queue is cached like any other value.
 UNLIMITED_ATTEMPTS = "unlimited"
@@ -41,8 +43,7 @@ _MISSING = object()
 
 def get_oidc_audience(url: str) -> str:
     """The origin of `url` (scheme and host): the audience Cloud Run accepts by default."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    return origin(url)
 
 
 def clip_history(entries: list[Any], limit: int) -> list[Any]:
@@ -50,12 +51,70 @@ def clip_history(entries: list[Any], limit: int) -> list[Any]:
     return entries[-limit:] if len(entries) > limit else entries
 
 
+class DispatchResult(StrEnum):
+    """How handing an execution to its platform went."""
+
+    DISPATCHED = "dispatched"
+    # The platform was unavailable (a transient error): the execution stays READY, undelivered,
+    # for `recover_tasks` to dispatch again.
+    DEFERRED = "deferred"
+    # The platform refused it for good (bad request, permission, unknown queue): FAILED.
+    FAILED = "failed"
+
+
+class DeliveryState(StrEnum):
+    """What the platform says about a READY execution's delivery."""
+
+    PENDING = "pending"  # a Cloud Task still exists / the Cloud Run execution still runs
+    GONE = "gone"  # no Cloud Task (never created, or Cloud Tasks gave up) / the execution completed
+    NEVER_DISPATCHED = "never-dispatched"  # nothing was ever handed to the platform
+
+
+class TaskDispatchError(Exception):
+    """`enqueue()` outside a transaction: the platform refused the task for good.
+
+    The execution is stored FAILED with the platform's error (`task_result`); it will not run.
+    """
+
+    def __init__(self, message: str, task_result: TaskResult) -> None:
+        super().__init__(message)
+        self.task_result = task_result
+
+
+@dataclass(frozen=True)
+class PlatformQueue:
+    """What a platform accepts as the target a queue name resolves to (checked by `check()`)."""
+
+    pattern: Pattern[str]
+    noun: str  # "the Cloud Tasks queue id"
+    rule: str  # the hint: what the platform accepts
+    check_id: str
+
+
+def unchanged_since_read(execution: TaskExecution) -> QuerySet[TaskExecution]:
+    """The row only while it is still the READY row we read: a claim, a heartbeat, a dispatch or a
+    recovery run changes one of these columns (compare-and-set without holding a lock)."""
+    return TaskExecution.objects.filter(
+        pk=execution.pk,
+        status=TaskResultStatus.READY,
+        attempts=execution.attempts,
+        last_attempted_at=execution.last_attempted_at,
+        lease_worker_id=execution.lease_worker_id,
+        cloud_task_name=execution.cloud_task_name,
+        cloud_run_job_execution_name=execution.cloud_run_job_execution_name,
+    )
+
+
 class DjangoTasksGoogleBackend(BaseTaskBackend):
     """Base of CloudTasksBackend, CloudRunJobsBackend and ProcessBackend.
 
-    Subclasses set the class flags and `timeout_range`, read their extra OPTIONS in
-    `parse_options` (calling super), and implement `dispatch`, `get_max_attempts` and, where the
-    platform can stop a running attempt, `force_cancel`.
+    Subclasses set the capability flags, `options_class` and `timeout_range`, and implement
+    `dispatch`, `get_max_attempts` and, where `needs_recovery`, `delivery_state` and
+    `redispatch`; where the platform can stop a running attempt, `force_cancel`.
+
+    OPTIONS are read once into `self.config` (a frozen dataclass, see options.py); each option
+    can also be read as an attribute of the backend (`backend.heartbeat_timeout`), forwarded to
+    `config`. Django's own `self.options` stays the raw OPTIONS dict.
     """
 
     task_class = Task
@@ -64,84 +123,38 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
     supports_priority = False
     supports_defer = False
 
+    options_class: ClassVar[type[BackendOptions]] = BackendOptions
+    config: BackendOptions
+
     # Needs project_id, location, base_url and oidc_service_account.
     requires_gcp_config: bool = True
     # Scheduled tasks of this backend are fired by Cloud Scheduler (else by the local worker).
     uses_cloud_scheduler: bool = True
     # cancel_task(..., force=True) can stop a running attempt.
     supports_force_cancel: bool = False
+    # The platform stops an attempt that runs past the task's `timeout`.
+    enforces_timeout: bool = False
+    # The platform's retries are limited, so a delivery can be lost for good: `recover_tasks`
+    # asks `delivery_state` and calls `redispatch` (the local worker recovers its own).
+    needs_recovery: bool = True
+    # What a resolved queue name must look like on the platform (None: anything).
+    platform_queue: ClassVar[PlatformQueue | None] = None
     # Inclusive bounds of Task.timeout.
     timeout_range: tuple[timedelta, timedelta]
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        reader = OptionReader(self.options)
-        self.parse_options(reader)
+        self.config, reader = read_options(self.options_class, self.options, gcp=self.requires_gcp_config)
         self.option_errors: list[tuple[str, str]] = reader.errors
         self.unknown_options: list[str] = reader.unknown()
 
+    def __getattr__(self, name: str) -> Any:
+        """Each option as a read-only attribute (`backend.run_once` is `backend.config.run_once`)."""
+        if name != "config" and "config" in self.__dict__ and hasattr(self.config, name):
+            return getattr(self.config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # --- OPTIONS ---------------------------------------------------------------------------------
-
-    def parse_options(self, options: OptionReader) -> None:
-        """Read the common OPTIONS. Never raises: problems are reported by `check()`."""
-        gcp = self.requires_gcp_config
-        self.project_id = options.text("project_id", required=gcp)
-        self.location = options.text("location", required=gcp)
-        base_url = options.text("base_url", required=gcp)
-        self.oidc_service_account = options.text("oidc_service_account", required=gcp)
-        execute_url = options.text("execute_url")
-        schedule_url = options.text("schedule_url")
-        oidc_audience = options.text("oidc_audience")
-        # Where the Google client libraries connect (None: Google's endpoints); tests point it at
-        # an in-process fake.
-        self.api_endpoint = options.text("api_endpoint")
-        # Prepended to a ScheduledTask's name to form its Cloud Scheduler job id, so services that
-        # share a project and region never manage each other's jobs.
-        self.scheduler_job_prefix = options.text("scheduler_job_prefix", "") or ""
-        if not re.fullmatch(r"[A-Za-z0-9_-]{0,100}", self.scheduler_job_prefix):
-            options.error(
-                "scheduler_job_prefix",
-                "scheduler_job_prefix may only contain letters, digits, '-' and '_' (at most 100), "
-                f"not {self.scheduler_job_prefix!r}",
-            )
-            self.scheduler_job_prefix = ""
-        if base_url and not base_url.startswith(("https://", "http://")):
-            options.error("base_url", f"base_url must be an http(s) URL, not {base_url!r}")
-            base_url = None
-        if gcp and base_url:
-            self.base_url: str | None = base_url.rstrip("/") + "/"
-            self.execute_url: str | None = execute_url or f"{self.base_url}execute/"
-            self.schedule_url: str | None = schedule_url or f"{self.base_url}schedule/"
-            self.oidc_audience: str | None = oidc_audience or get_oidc_audience(self.base_url)
-        else:
-            # Local backends receive no pushes.
-            self.base_url = self.execute_url = self.schedule_url = self.oidc_audience = None
-        # How pushes are authenticated, and format checks of the GCP options (gcp_options.py).
-        read_push_auth_options(self, options)
-        if gcp:
-            check_gcp_options(self, options)
-
-        self.run_once = options.boolean("run_once", False)
-        self.heartbeat_enabled = options.boolean("heartbeat_enabled", True)
-        interval = options.number("heartbeat_interval_seconds", 10, above=0)
-        lease = options.number("heartbeat_timeout_seconds", 30, above=0)
-        join = options.number("heartbeat_join_timeout_seconds", 5, minimum=0)
-        if interval > lease:
-            options.error(
-                "heartbeat_interval_seconds",
-                "heartbeat_interval_seconds cannot be greater than heartbeat_timeout_seconds",
-            )
-            interval = lease / 3
-        self.heartbeat_interval = timedelta(seconds=interval)
-        # The lease: how long an attempt may go without a heartbeat before another delivery may
-        # take the task over. It applies with heartbeats disabled too (then it bounds the attempt).
-        self.heartbeat_timeout = timedelta(seconds=lease)
-        self.heartbeat_join_timeout = timedelta(seconds=join)
-        self.max_history_entries = options.integer("max_history_entries", 100, minimum=1) or 100
-        self.cache_alias = options.text("cache_alias", "default") or "default"
-        self.cache_prefix = options.text("cache_prefix", "django-tasks-google") or "django-tasks-google"
-        self.cache_ttl_max_attempts = options.number("cache_ttl_max_attempts", 600)
-        self.queue_aliases = options.string_mapping("queue_aliases")
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         messages: list[checks.CheckMessage] = [
@@ -162,7 +175,8 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
             )
             for name in self.unknown_options
         ]
-        if self.heartbeat_enabled and self.heartbeat_interval * 2 > self.heartbeat_timeout:
+        config = self.config
+        if config.heartbeat_enabled and config.heartbeat_interval * 2 > config.heartbeat_timeout:
             messages.append(
                 checks.Warning(
                     f"TASKS[{self.alias!r}]['OPTIONS']: heartbeat_interval_seconds is more than half of "
@@ -172,7 +186,24 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
                     id="django_tasks_google.W002",
                 )
             )
-        return messages
+        return messages + self._check_queues()
+
+    def _check_queues(self) -> list[checks.CheckMessage]:
+        """Each queue name must resolve to a name the platform accepts."""
+        platform = self.platform_queue
+        if platform is None:
+            return []
+        return [
+            checks.Error(
+                f"TASKS[{self.alias!r}]: queue {queue_name!r} names {platform.noun} {target!r}, "
+                "which the platform does not accept.",
+                hint=f"{platform.rule}; map the queue name to it with the 'queue_aliases' option.",
+                obj=self,
+                id=platform.check_id,
+            )
+            for queue_name in sorted(self.queues)
+            if not platform.pattern.fullmatch(target := self.resolve_queue_name(queue_name))
+        ]
 
     def raise_for_option_errors(self) -> None:
         if self.option_errors:
@@ -199,10 +230,18 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
 
     def resolve_queue_name(self, queue_name: str) -> str:
         """The platform's queue or job name for a logical queue name (`queue_aliases`)."""
-        return self.queue_aliases.get(queue_name, queue_name)
+        return self.config.queue_aliases.get(queue_name, queue_name)
 
     def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
-        """Store the execution, then deliver it once the enqueueing transaction has committed."""
+        """Store the execution (one INSERT), then deliver it once that row is committed.
+
+        Inside a transaction, delivery happens when it commits. Outside one, it happens before
+        this returns, and a platform that refuses the task for good (`DispatchResult.FAILED`:
+        bad request, permission, unknown queue) makes this raise `TaskDispatchError` (the row
+        stays FAILED with the platform's error) rather than return a FAILED result nobody looks
+        at. A platform that is merely unavailable does not fail the task: it stays READY and
+        `recover_tasks` delivers it later.
+        """
         self.raise_for_option_errors()
         if isinstance(task.run_after, timedelta):
             run_after: datetime = timezone.now() + task.run_after
@@ -216,38 +255,90 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"Arguments of task {task.module_path} must be JSON-serializable: {exc}") from exc
         database = router.db_for_write(TaskExecution)
-        with transaction.atomic(using=database):
-            execution = TaskExecution.objects.using(database).create(
-                priority=task.priority,
-                module_path=task.module_path,
-                backend_alias=self.alias,
-                queue_name=task.queue_name,
-                run_after=task.run_after,
-                takes_context=task.takes_context,
-                args=args,
-                kwargs=kwargs,
-                timeout=getattr(task, "timeout", None),
+        in_transaction = transaction.get_connection(database).in_atomic_block
+        # A single INSERT is atomic by itself: no transaction of our own, so no extra statements.
+        execution = TaskExecution.objects.using(database).create(
+            priority=task.priority,
+            module_path=task.module_path,
+            backend_alias=self.alias,
+            queue_name=task.queue_name,
+            run_after=task.run_after,
+            takes_context=task.takes_context,
+            args=args,
+            kwargs=kwargs,
+            timeout=getattr(task, "timeout", None),
+            **self.insert_fields(task),
+        )
+        # Delivered only once the row is committed: a rolled-back enqueue never runs. Outside a
+        # transaction this runs at once.
+        outcome: list[DispatchResult] = []
+        transaction.on_commit(
+            partial(self._dispatch_committed, execution, task, outcome.append), using=database
+        )
+        result = execution.to_task_result(task)
+        if not in_transaction and outcome == [DispatchResult.FAILED]:
+            raise TaskDispatchError(
+                f"Task {execution.pk} ({task.module_path}) was refused by backend {self.alias!r} and "
+                f"will not run: {execution.errors[-1]['traceback'].strip().splitlines()[-1]}",
+                result,
             )
-            # Delivered only if the row is committed: a rolled-back enqueue never runs.
-            transaction.on_commit(partial(self._dispatch_committed, execution, task), using=database)
-        return execution.to_task_result(task)
+        return result
 
-    def _dispatch_committed(self, execution: TaskExecution, task: DjangoTask) -> None:
+    def insert_fields(self, task: DjangoTask) -> dict[str, Any]:
+        """Columns the backend fills in the enqueue INSERT (so no UPDATE follows it)."""
+        return {}
+
+    def _dispatch_committed(self, execution: TaskExecution, task: DjangoTask, report: Any = None) -> None:
         try:
-            self.dispatch(execution)
+            outcome = self.dispatch(execution)
         except Exception as exc:
             self.mark_dispatch_failed(execution, exc)
-            return
-        if execution.status != TaskResultStatus.FAILED:
+            outcome = DispatchResult.FAILED
+        if report is not None:
+            report(outcome)
+        if outcome != DispatchResult.FAILED:
+            # Enqueued: delivered now, or (DEFERRED) by recover_tasks once the platform is back.
             send_task_signal(task_enqueued, type(self), execution.to_task_result(task))
 
     @abstractmethod
-    def dispatch(self, execution: TaskExecution) -> None:
-        """Deliver a committed execution to its transport (the base class sends task_enqueued after).
+    def dispatch(self, execution: TaskExecution) -> DispatchResult:
+        """Deliver a committed execution to its platform (the base class sends task_enqueued after).
 
-        Must not raise: on failure call `mark_dispatch_failed(execution, exc)`; the base class
-        treats an exception escaping from here the same way.
+        Must not raise. A transient platform error (`gcp.is_transient`) leaves the execution
+        READY (DEFERRED); any other failure calls `mark_dispatch_failed(execution, exc)` (FAILED).
+        The base class treats an exception escaping from here as FAILED.
         """
+
+    def dispatch_failed(self, execution: TaskExecution, exc: Exception) -> DispatchResult:
+        """Classify a failed delivery: DEFERRED (left READY, logged) if transient, else FAILED."""
+        from .. import gcp
+
+        if gcp.is_transient(exc):
+            logger.warning(
+                "Could not dispatch task %s (%s) to backend %r: %s. It stays READY; "
+                "recover_tasks dispatches it again.",
+                execution.pk,
+                execution.module_path,
+                self.alias,
+                exc,
+            )
+            return DispatchResult.DEFERRED
+        self.mark_dispatch_failed(execution, exc)
+        return DispatchResult.FAILED
+
+    # --- Recovery (needs_recovery backends) --------------------------------------------------------
+
+    def delivery_state(self, execution: TaskExecution) -> DeliveryState:
+        """Whether the platform still holds a delivery of a READY execution. May call an API."""
+        raise NotImplementedError(f"{type(self).__name__} recovers its own executions")
+
+    def redispatch(self, execution: TaskExecution) -> DispatchResult | None:
+        """Deliver a READY execution again whose delivery is gone (or never happened).
+
+        Claims the re-dispatch first with a conditional UPDATE on the row as read, so concurrent
+        recovery runs never both deliver it: None if another change won.
+        """
+        raise NotImplementedError(f"{type(self).__name__} recovers its own executions")
 
     def mark_dispatch_failed(self, execution: TaskExecution, exc: BaseException) -> None:
         """Record that delivery failed: the execution becomes FAILED with the error, and it is logged."""
@@ -259,7 +350,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
             exc_info=exc,
         )
         now = timezone.now()
-        errors = clip_history([*execution.errors, error_entry(exc)], self.max_history_entries)
+        errors = clip_history([*execution.errors, error_entry(exc)], self.config.max_history_entries)
         TaskExecution.objects.filter(pk=execution.pk, status=TaskResultStatus.READY).update(
             status=TaskResultStatus.FAILED, finished_at=now, errors=errors
         )
@@ -273,11 +364,12 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
     # --- Results ---------------------------------------------------------------------------------
 
     def get_result(self, result_id: str) -> TaskResult:
+        """The result of one of this backend's executions (another alias's id does not exist here)."""
         try:
             pk = int(str(result_id))
         except ValueError:
             raise TaskResultDoesNotExist(result_id) from None
-        execution = TaskExecution.objects.filter(pk=pk).first()
+        execution = TaskExecution.objects.filter(pk=pk, backend_alias=self.alias).first()
         if execution is None:
             raise TaskResultDoesNotExist(result_id)
         return execution.task_result
@@ -290,20 +382,21 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
 
     def max_attempts_for(self, queue_name: str) -> int | None:
         """`get_max_attempts`, cached for `cache_ttl_max_attempts` seconds (<= 0: no caching)."""
-        if self.cache_ttl_max_attempts <= 0:
+        config = self.config
+        if config.cache_ttl_max_attempts <= 0:
             return self.get_max_attempts(queue_name)
         try:
-            cache = caches[self.cache_alias]
+            cache = caches[config.cache_alias]
         except InvalidCacheBackendError:
             return self.get_max_attempts(queue_name)
         # Alias, project and location are part of the key: two backends may use one queue name.
         key = ":".join(
             [
-                self.cache_prefix,
+                config.cache_prefix,
                 "max_attempts",
                 self.alias,
-                self.project_id or "",
-                self.location or "",
+                config.project_id or "",
+                config.location or "",
                 self.resolve_queue_name(queue_name),
             ]
         )
@@ -311,5 +404,5 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
         if cached is not _MISSING:
             return None if cached == UNLIMITED_ATTEMPTS else cached
         value = self.get_max_attempts(queue_name)
-        cache.set(key, UNLIMITED_ATTEMPTS if value is None else value, self.cache_ttl_max_attempts)
+        cache.set(key, UNLIMITED_ATTEMPTS if value is None else value, config.cache_ttl_max_attempts)
         return value

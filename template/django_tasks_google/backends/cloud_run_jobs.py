@@ -23,67 +23,57 @@ from __future__ import annotations
 import logging
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
-
-from django.core import checks
+from typing import TYPE_CHECKING
 
 from .. import gcp
 from ..models import TaskExecution
-from .base import DjangoTasksGoogleBackend
-from .options import OptionReader
+from .base import (
+    DeliveryState,
+    DispatchResult,
+    DjangoTasksGoogleBackend,
+    PlatformQueue,
+    unchanged_since_read,
+)
+from .options import DEFAULT_COMMAND, CloudRunJobsOptions
 
 if TYPE_CHECKING:
     from google.cloud.run_v2 import RunJobRequest
 
-logger = logging.getLogger("django_tasks_google")
+logger = logging.getLogger(__name__)
 
 # Cloud Run Jobs' per-attempt task timeout bounds.
 CLOUD_RUN_JOBS_TIMEOUT_RANGE = (timedelta(seconds=1), timedelta(hours=168))
-DEFAULT_COMMAND = ["python", "manage.py", "execute_task"]
 # What Cloud Run uses when a job leaves max_retries unset.
 CLOUD_RUN_DEFAULT_MAX_RETRIES = 3
-# What Cloud Run accepts as a job name.
-JOB_ID = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+__all__ = ["CLOUD_RUN_JOBS_TIMEOUT_RANGE", "DEFAULT_COMMAND", "CloudRunJobsBackend"]
 
 
 class CloudRunJobsBackend(DjangoTasksGoogleBackend):
     supports_defer = False
     supports_force_cancel = True
+    enforces_timeout = True
     timeout_range = CLOUD_RUN_JOBS_TIMEOUT_RANGE
-
-    def parse_options(self, options: OptionReader) -> None:
-        super().parse_options(options)
-        # Sent as the container's args, followed by the execution id.
-        self.command = options.string_list("command", DEFAULT_COMMAND)
-
-    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        messages = super().check(**kwargs)
-        for queue_name in sorted(self.queues):
-            job_id = self.resolve_queue_name(queue_name)
-            if not JOB_ID.fullmatch(job_id):
-                messages.append(
-                    checks.Error(
-                        f"TASKS[{self.alias!r}]: queue {queue_name!r} names the Cloud Run job {job_id!r}, "
-                        "which Cloud Run does not accept.",
-                        hint="A job name has up to 63 lowercase letters, digits and hyphens, starts with a "
-                        "letter and does not end with a hyphen; map the queue name to it with the "
-                        "'queue_aliases' option.",
-                        obj=self,
-                        id="django_tasks_google.E020",
-                    )
-                )
-        return messages
+    options_class = CloudRunJobsOptions
+    config: CloudRunJobsOptions
+    platform_queue = PlatformQueue(
+        re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?"),
+        "the Cloud Run job",
+        "A job name has up to 63 lowercase letters, digits and hyphens, starts with a letter and "
+        "does not end with a hyphen",
+        "django_tasks_google.E020",
+    )
 
     # --- Names and requests ----------------------------------------------------------------------
 
     def job_name(self, queue_name: str) -> str:
         """The full Cloud Run job name for a logical queue name."""
         job = self.resolve_queue_name(queue_name)
-        return f"projects/{self.project_id}/locations/{self.location}/jobs/{job}"
+        return f"projects/{self.config.project_id}/locations/{self.config.location}/jobs/{job}"
 
     def container_args(self, execution_id: int | str) -> list[str]:
         """The args the job's container runs with: the `command` option, then the execution id."""
-        return [*self.command, str(execution_id)]
+        return [*self.config.command, str(execution_id)]
 
     def run_job_request(self, execution: TaskExecution) -> RunJobRequest:
         from google.cloud.run_v2 import RunJobRequest
@@ -101,45 +91,64 @@ class CloudRunJobsBackend(DjangoTasksGoogleBackend):
 
     # --- Delivery --------------------------------------------------------------------------------
 
-    def dispatch(self, execution: TaskExecution) -> None:
+    def dispatch(self, execution: TaskExecution) -> DispatchResult:
         """Start a Cloud Run execution for `execution` and remember its name.
 
-        No row lock is held during the RPCs: the container may start (and lease the row) before
-        RunJob even returns, so only the columns this method owns are updated.
+        No row lock is held during the RPC: the container may start (and lease the row) before
+        RunJob even returns, so only the column this method owns is updated. The job's
+        max_retries is not looked up here: the container's executor reads it (cached) when the
+        attempt starts. RunJob is not retried here (a retry could start a second execution, the
+        call having no request id); a transient error leaves the row READY for recover_tasks.
         """
-        from google.api_core.exceptions import GoogleAPIError
-
-        try:
-            max_attempts = self.max_attempts_for(execution.queue_name)
-        except GoogleAPIError as exc:
-            # Without the job's retry limit the last attempt's failure could not be recognised.
-            self.mark_dispatch_failed(execution, exc)
-            return
-        # Stored before RunJob, so the container's first attempt already sees the limit.
-        TaskExecution.objects.filter(pk=execution.pk).update(max_attempts=max_attempts)
-        execution.max_attempts = max_attempts
-        client = gcp.run_jobs_client(self.api_endpoint)
+        client = gcp.run_jobs_client(self.config.api_endpoint)
         try:
             operation = client.run_job(request=self.run_job_request(execution), timeout=gcp.DEFAULT_TIMEOUT)
-        except GoogleAPIError as exc:
-            self.mark_dispatch_failed(execution, exc)
-            return
+        except Exception as exc:
+            return self.dispatch_failed(execution, exc)
         # The operation resolves only when the execution finishes: never wait on it. Its metadata
         # is the new Execution, available at once.
         metadata = operation.metadata
         if metadata is None:
             # The execution was started all the same, so the task must not be marked failed.
             logger.warning("RunJob for task %s returned no execution metadata", execution.pk)
-            return
+            return DispatchResult.DISPATCHED
         TaskExecution.objects.filter(pk=execution.pk).update(cloud_run_job_execution_name=metadata.name)
         execution.cloud_run_job_execution_name = metadata.name
         logger.info(
             "Task %s (%s) runs as Cloud Run execution %s", execution.pk, execution.module_path, metadata.name
         )
+        return DispatchResult.DISPATCHED
+
+    # --- Recovery --------------------------------------------------------------------------------
+
+    def delivery_state(self, execution: TaskExecution) -> DeliveryState:
+        """PENDING while its Cloud Run execution has not completed (Cloud Run may still retry it)."""
+        from google.api_core.exceptions import NotFound
+
+        name = execution.cloud_run_job_execution_name
+        if not name:
+            return DeliveryState.NEVER_DISPATCHED
+        try:
+            run = gcp.run_executions_client(self.config.api_endpoint).get_execution(
+                name=name, timeout=gcp.DEFAULT_TIMEOUT
+            )
+        except NotFound:
+            return DeliveryState.GONE
+        # Completed (succeeded, failed or cancelled): Cloud Run retries nothing any more.
+        return DeliveryState.GONE if "completion_time" in run else DeliveryState.PENDING
+
+    def redispatch(self, execution: TaskExecution) -> DispatchResult | None:
+        # Dropping the completed execution's name is the claim; dispatch stores the new one. A run
+        # reading the row before that could start a second execution, which the executor's lease
+        # turns into a no-op.
+        if not unchanged_since_read(execution).update(cloud_run_job_execution_name=None):
+            return None
+        execution.cloud_run_job_execution_name = None
+        return self.dispatch(execution)
 
     def get_max_attempts(self, queue_name: str) -> int | None:
         """The job's `max_retries + 1` (Cloud Run's default of 3 retries when the job leaves it unset)."""
-        job = gcp.run_jobs_client(self.api_endpoint).get_job(
+        job = gcp.run_jobs_client(self.config.api_endpoint).get_job(
             name=self.job_name(queue_name), timeout=gcp.DEFAULT_TIMEOUT
         )
         template = job.template.template
@@ -163,7 +172,7 @@ class CloudRunJobsBackend(DjangoTasksGoogleBackend):
         if not name:
             logger.info("Task %s has no Cloud Run execution yet: nothing to cancel", execution.pk)
             return
-        client = gcp.run_executions_client(self.api_endpoint)
+        client = gcp.run_executions_client(self.config.api_endpoint)
         try:
             # Not waited on: the operation resolves when the container has stopped.
             client.cancel_execution(name=name, timeout=gcp.DEFAULT_TIMEOUT)

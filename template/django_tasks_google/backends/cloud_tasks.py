@@ -8,21 +8,26 @@ retry config, so the queue's `max_attempts` is also the execution's attempt limi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import time
+import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from django.core import checks
 from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
 from .. import gcp, push_mac
 from ..models import TaskExecution
-from .base import DjangoTasksGoogleBackend
+from .base import (
+    DeliveryState,
+    DispatchResult,
+    DjangoTasksGoogleBackend,
+    PlatformQueue,
+    unchanged_since_read,
+)
+from .options import CLOUD_TASKS_DEADLINE_RANGE, CloudTasksOptions
 
 # Google's libraries are imported where they are used: importing them takes about a second, which
 # a project that only runs the local backend should not pay at startup.
@@ -31,40 +36,42 @@ if TYPE_CHECKING:
 
     from ..base import DjangoTask
 
-logger = logging.getLogger("django_tasks_google")
+logger = logging.getLogger(__name__)
 
-# Cloud Tasks' dispatch_deadline bounds for HTTP targets.
-CLOUD_TASKS_TIMEOUT_RANGE = (timedelta(seconds=15), timedelta(minutes=30))
-# What Cloud Tasks accepts as a queue id.
-QUEUE_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
+# Task.timeout becomes the task's dispatch_deadline, so it has the same bounds.
+CLOUD_TASKS_TIMEOUT_RANGE = CLOUD_TASKS_DEADLINE_RANGE
 # Cloud Tasks refuses a schedule_time further ahead than this.
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
-# Pauses before retrying a CreateTask that failed transiently. Retrying is safe because the task
-# name is deterministic: if the failed call did create the task, the retry gets ALREADY_EXISTS.
-# Short on purpose: enqueue() waits for them.
-CREATE_TASK_RETRY_DELAYS = (0.1, 0.4)
 
 
 class CloudTasksBackend(DjangoTasksGoogleBackend):
+    """Cloud Tasks HTTP tasks pushed to this service's execute URL.
+
+    Options of its own (see options.py, `CloudTasksOptions`):
+
+    * `dispatch_deadline_seconds` (default 1800, i.e. 30 minutes; 15 to 1800): how long Cloud
+      Tasks waits for the answer to a push of a task without a `timeout` (a task's `timeout` is
+      its deadline). Past it, Cloud Tasks counts the attempt failed and delivers again while the
+      first request may still run. Cloud Tasks' own default is 10 minutes; 30 minutes is its
+      maximum and the request timeout the deploy gives the Cloud Run service, so a task is never
+      redelivered while the service still lets it run. Lower it together with the service's
+      request timeout. (https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks,
+      "dispatchDeadline"; https://cloud.google.com/run/docs/configuring/request-timeout)
+    * `create_task_timeout_seconds` (default 10): the most time `enqueue()` spends on
+      CreateTask, transient errors retried within it. Past it the task stays READY for
+      `recover_tasks`.
+    """
+
     supports_defer = True
     timeout_range = CLOUD_TASKS_TIMEOUT_RANGE
-
-    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        messages = super().check(**kwargs)
-        for queue_name in sorted(self.queues):
-            queue_id = self.resolve_queue_name(queue_name)
-            if not QUEUE_ID.fullmatch(queue_id):
-                messages.append(
-                    checks.Error(
-                        f"TASKS[{self.alias!r}]: queue {queue_name!r} names the Cloud Tasks queue id "
-                        f"{queue_id!r}, which Cloud Tasks does not accept.",
-                        hint="A queue id has 1-100 letters, digits and hyphens; map the queue name to it "
-                        "with the 'queue_aliases' option.",
-                        obj=self,
-                        id="django_tasks_google.E010",
-                    )
-                )
-        return messages
+    options_class = CloudTasksOptions
+    config: CloudTasksOptions
+    platform_queue = PlatformQueue(
+        re.compile(r"[A-Za-z0-9-]{1,100}"),
+        "the Cloud Tasks queue id",
+        "A queue id has 1-100 letters, digits and hyphens",
+        "django_tasks_google.E010",
+    )
 
     def validate_task(self, task: DjangoTask) -> None:
         """The base validation, plus Cloud Tasks' 30-day limit on `run_after`."""
@@ -84,36 +91,31 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
     def queue_path(self, queue_name: str) -> str:
         """The Cloud Tasks queue resource of a logical queue name (after `queue_aliases`)."""
         queue_id = self.resolve_queue_name(queue_name)
-        return f"projects/{self.project_id}/locations/{self.location}/queues/{queue_id}"
+        return f"projects/{self.config.project_id}/locations/{self.config.location}/queues/{queue_id}"
 
-    def cloud_task_name(self, execution: TaskExecution, replacing: str | None = None) -> str:
-        """The task's name: deterministic per execution, so a repeated CreateTask is deduplicated.
+    def new_task_name(self, queue_name: str) -> str:
+        """A fresh task name in the queue of `queue_name`, stored on the row by the INSERT.
 
-        Cloud Tasks answers ALREADY_EXISTS for a name that exists or existed recently, so a
-        retried or repeated dispatch of the same execution can never create a second task. The
-        id starts with a hash (Google advises against sequential ids, which crowd one key range)
-        and ends with the execution id for people reading logs. The enqueue time and attempt
-        count are hashed in, so a database reusing ids, or a later re-dispatch of an execution
-        that already ran, gets a fresh name. `replacing` (a task Cloud Tasks gave up on, see
-        recovery.py) is hashed in too: that name cannot be reused for a while.
+        Random, so it is known before the row exists (no UPDATE after CreateTask) and a
+        repeated CreateTask of the same execution is deduplicated (ALREADY_EXISTS). Cloud Tasks
+        keeps a name taken for up to 24 hours after its task was deleted or ran, so a re-dispatch
+        always takes a new one. Not sequential: Google advises against sequential ids, which crowd
+        one key range. (https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks/create)
         """
-        parts = [self.alias, str(execution.pk), execution.enqueued_at.isoformat(), str(execution.attempts)]
-        if replacing:
-            # recover_tasks replaces a task Cloud Tasks gave up on; its name stays taken for a while.
-            parts.append(replacing)
-        identity = "\0".join(parts)
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
-        return f"{self.queue_path(execution.queue_name)}/tasks/{digest}-{execution.pk}"
+        return f"{self.queue_path(queue_name)}/tasks/{secrets.token_hex(16)}"
 
-    def build_task(self, execution: TaskExecution, replacing: str | None = None) -> tasks_v2.Task:
+    def insert_fields(self, task: DjangoTask) -> dict[str, Any]:
+        return {"cloud_task_name": self.new_task_name(task.queue_name)}
+
+    def build_task(self, execution: TaskExecution) -> tasks_v2.Task:
         """The Cloud Tasks task that pushes `execution` to this service's execute URL."""
         from google.cloud import tasks_v2
 
         task = tasks_v2.Task(
-            name=self.cloud_task_name(execution, replacing),
+            name=execution.cloud_task_name,
             http_request=tasks_v2.HttpRequest(
                 http_method=tasks_v2.HttpMethod.POST,
-                url=self.execute_url,
+                url=self.config.execute_url,
                 # Cloud Tasks sets no Content-Type of its own.
                 headers={
                     "Content-Type": "application/x-www-form-urlencoded",
@@ -123,61 +125,71 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
                 # Always an explicit audience: left empty, Google would use the full URL (path
                 # included), which Cloud Run rejects.
                 oidc_token=tasks_v2.OidcToken(
-                    service_account_email=self.oidc_service_account, audience=self.oidc_audience
+                    service_account_email=self.config.oidc_service_account, audience=self.config.oidc_audience
                 ),
             ),
+            # How long Cloud Tasks waits for the answer before it counts the attempt as failed and
+            # delivers again: the task's timeout, else the backend's (see the class docstring).
+            dispatch_deadline=execution.timeout or self.config.dispatch_deadline,
         )
         if execution.run_after is not None:
             task.schedule_time = execution.run_after
-        if execution.timeout is not None:
-            # How long Cloud Tasks waits for the answer before it counts the attempt as failed and
-            # retries; the request itself is also bounded by the Cloud Run service's timeout.
-            task.dispatch_deadline = execution.timeout
         return task
 
-    def dispatch(self, execution: TaskExecution, *, replacing: str | None = None) -> None:
-        """Create the Cloud Task (called once the enqueueing transaction has committed).
+    def dispatch(self, execution: TaskExecution) -> DispatchResult:
+        """Create the Cloud Task named on the row (called once the enqueueing row is committed).
 
-        No transaction and no row lock are held here: the push may arrive before this method has
-        stored the task name, and the executor does not need it. `replacing`: the name of a task
-        that no longer exists and that this one replaces (recover_tasks).
+        No transaction, no row lock and no write: the push may arrive before CreateTask returns.
+        The queue's max_attempts is not looked up here: the executor reads it (cached) when the
+        push arrives, so enqueue() makes a single API call. CreateTask is retried on transient
+        errors for at most `create_task_timeout_seconds` in all (the library would not retry it
+        and would wait up to 20 s). Retrying is safe: the name is fixed, so a call that did create
+        the task makes the retry answer ALREADY_EXISTS.
         """
         from google.api_core import exceptions as api_exceptions
 
+        total = self.config.create_task_timeout.total_seconds()
+        client = gcp.cloud_tasks_client(self.config.api_endpoint)
         try:
-            max_attempts = self.max_attempts_for(execution.queue_name)
-            name = self._create_task(
-                self.queue_path(execution.queue_name), self.build_task(execution, replacing)
+            client.create_task(
+                parent=self.queue_path(execution.queue_name),
+                task=self.build_task(execution),
+                retry=gcp.transient_retry(total),
+                timeout=total / 2,
             )
-        except api_exceptions.GoogleAPIError as exc:
-            self.mark_dispatch_failed(execution, exc)
-            return
-        TaskExecution.objects.filter(pk=execution.pk).update(cloud_task_name=name, max_attempts=max_attempts)
-        execution.cloud_task_name = name
-        execution.max_attempts = max_attempts
-
-    def _create_task(self, parent: str, task: tasks_v2.Task) -> str:
-        """CreateTask, retried briefly on transient errors; returns the task's name."""
-        from google.api_core import exceptions as api_exceptions
-
-        for delay in CREATE_TASK_RETRY_DELAYS:
-            try:
-                return self._create_task_once(parent, task)
-            except (api_exceptions.ServiceUnavailable, api_exceptions.DeadlineExceeded) as exc:
-                logger.warning("CreateTask %s failed (%s); retrying in %ss", task.name, exc, delay)
-                time.sleep(delay)
-        return self._create_task_once(parent, task)
-
-    def _create_task_once(self, parent: str, task: tasks_v2.Task) -> str:
-        from google.api_core import exceptions as api_exceptions
-
-        client = gcp.cloud_tasks_client(self.api_endpoint)
-        try:
-            return client.create_task(parent=parent, task=task, timeout=gcp.DEFAULT_TIMEOUT).name
         except api_exceptions.AlreadyExists:
             # Created by an earlier call whose answer was lost, or by a repeated dispatch.
-            logger.info("Cloud Task %s already exists; not creating it again", task.name)
-            return task.name
+            logger.info("Cloud Task %s already exists; not creating it again", execution.cloud_task_name)
+        except Exception as exc:
+            return self.dispatch_failed(execution, exc)
+        return DispatchResult.DISPATCHED
+
+    # --- Recovery --------------------------------------------------------------------------------
+
+    def delivery_state(self, execution: TaskExecution) -> DeliveryState:
+        """PENDING while the named task exists: it is deleted once it succeeded or Cloud Tasks gave
+        up retrying it. NOT_FOUND cannot tell "gone" from "never created" (CreateTask failed
+        transiently, or the process died before it), and either needs a new delivery."""
+        from google.api_core.exceptions import NotFound
+
+        if not execution.cloud_task_name:
+            return DeliveryState.NEVER_DISPATCHED
+        try:
+            gcp.cloud_tasks_client(self.config.api_endpoint).get_task(
+                name=execution.cloud_task_name, timeout=gcp.DEFAULT_TIMEOUT
+            )
+        except NotFound:
+            return DeliveryState.GONE
+        return DeliveryState.PENDING
+
+    def redispatch(self, execution: TaskExecution) -> DispatchResult | None:
+        # A new name: the old one may have existed, and stays taken for a while. Storing it is the
+        # claim: a concurrent recovery run read the old name, so its UPDATE matches nothing.
+        name = self.new_task_name(execution.queue_name)
+        if not unchanged_since_read(execution).update(cloud_task_name=name):
+            return None
+        execution.cloud_task_name = name
+        return self.dispatch(execution)
 
     # --- Attempt limit ---------------------------------------------------------------------------
 
@@ -188,7 +200,7 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
         the attempt count is the one limit the execution can check, with the attempt number
         Cloud Tasks sends in X-CloudTasks-TaskRetryCount.
         """
-        client = gcp.cloud_tasks_client(self.api_endpoint)
+        client = gcp.cloud_tasks_client(self.config.api_endpoint)
         queue = client.get_queue(name=self.queue_path(queue_name), timeout=gcp.DEFAULT_TIMEOUT)
         max_attempts = queue.retry_config.max_attempts
         return max_attempts if max_attempts > 0 else None

@@ -65,7 +65,7 @@ def test_gcp_urls_and_audience_are_derived_from_base_url() -> None:
     assert backend.oidc_audience == "https://svc-123.run.app"
     assert backend.check() == []
     jobs = CloudRunJobsBackend("jobs", {"OPTIONS": GCP_OPTIONS})
-    assert jobs.command == ["python", "manage.py", "execute_task"]
+    assert jobs.command == ("python", "manage.py", "execute_task")
     assert jobs.supports_force_cancel and not jobs.supports_defer
 
 

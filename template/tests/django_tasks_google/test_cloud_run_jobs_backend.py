@@ -21,6 +21,7 @@ from django.test import override_settings
 from google.api_core import exceptions
 
 from django_tasks_google.backends import CloudRunJobsBackend
+from django_tasks_google.backends.base import DeliveryState
 from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import job_tasks
@@ -78,7 +79,9 @@ def test_dispatch_runs_the_queues_job_with_the_execution_id_as_args(
     assert run.name.startswith(f"{JOB}/executions/service-tasks-")
     assert "completion_time" not in run
     assert execution.status == TaskResultStatus.READY
-    assert execution.max_attempts == 3
+    # The job's max_retries is not looked up on the enqueue path (the executor asks when it runs).
+    assert execution.max_attempts is None
+    assert google_fake.requests("Jobs/GetJob") == []
     # The container: the override args, the job's env.
     container = google_fake.job_container()
     assert container.args == ["python", "manage.py", "execute_task", str(execution.pk)]
@@ -153,50 +156,38 @@ def test_run_after_is_not_supported(jobs: CloudRunJobsBackend) -> None:
     ids=["no-retries", "five", "ten", "unset-means-cloud-runs-default-3"],
 )
 def test_max_attempts_is_the_jobs_max_retries_plus_one(
-    jobs: CloudRunJobsBackend,
-    google_fake: GoogleServicesFake,
-    django_capture_on_commit_callbacks: Any,
-    max_retries: int | None,
-    max_attempts: int,
+    jobs: CloudRunJobsBackend, google_fake: GoogleServicesFake, max_retries: int | None, max_attempts: int
 ) -> None:
     google_fake.add_run_job(JOB, max_retries=max_retries)
 
-    execution = enqueue(django_capture_on_commit_callbacks, job_tasks.always_fails)
-
-    assert execution.max_attempts == max_attempts
-    assert jobs.get_max_attempts("default") == max_attempts
+    assert jobs.max_attempts_for("default") == max_attempts
     assert {request.name for request in google_fake.requests("Jobs/GetJob")} == {JOB}
 
 
 @pytest.mark.django_db
-def test_max_attempts_is_cached(
-    configure_jobs: Any, google_fake: GoogleServicesFake, django_capture_on_commit_callbacks: Any
-) -> None:
-    configure_jobs(cache_ttl_max_attempts=600)
+def test_max_attempts_is_cached(configure_jobs: Any, google_fake: GoogleServicesFake) -> None:
+    jobs = configure_jobs(cache_ttl_max_attempts=600)
     google_fake.add_run_job(JOB, max_retries=1)
 
-    first = enqueue(django_capture_on_commit_callbacks, job_tasks.always_fails)
+    first = jobs.max_attempts_for("default")
     google_fake.run_jobs[JOB].template.template.max_retries = 7  # not seen until the cache expires
-    second = enqueue(django_capture_on_commit_callbacks, job_tasks.always_fails)
+    second = jobs.max_attempts_for("default")
 
     assert len(google_fake.requests("Jobs/GetJob")) == 1
-    assert len(google_fake.requests("Jobs/RunJob")) == 2
-    assert first.max_attempts == second.max_attempts == 2
+    assert first == second == 2
 
 
 @pytest.mark.django_db
-def test_max_attempts_cache_can_be_disabled(
-    configure_jobs: Any, google_fake: GoogleServicesFake, django_capture_on_commit_callbacks: Any
-) -> None:
-    configure_jobs(cache_ttl_max_attempts=0)
+def test_max_attempts_cache_can_be_disabled(configure_jobs: Any, google_fake: GoogleServicesFake) -> None:
+    jobs = configure_jobs(cache_ttl_max_attempts=0)
     google_fake.add_run_job(JOB, max_retries=1)
 
-    enqueue(django_capture_on_commit_callbacks, job_tasks.always_fails)
+    first = jobs.max_attempts_for("default")
     google_fake.run_jobs[JOB].template.template.max_retries = 7
-    second = enqueue(django_capture_on_commit_callbacks, job_tasks.always_fails)
+    second = jobs.max_attempts_for("default")
 
     assert len(google_fake.requests("Jobs/GetJob")) == 2
-    assert second.max_attempts == 8
+    assert (first, second) == (2, 8)
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -233,29 +224,31 @@ def test_failed_run_job_marks_the_execution_failed_with_the_error(
 
 
 @pytest.mark.django_db
-def test_unknown_job_fails_the_execution_before_running_anything(
+def test_unknown_job_fails_the_execution(
     jobs: CloudRunJobsBackend, google_fake: GoogleServicesFake, django_capture_on_commit_callbacks: Any
 ) -> None:
     execution = enqueue(django_capture_on_commit_callbacks, job_tasks.always_fails)  # no job added
 
     assert execution.status == TaskResultStatus.FAILED
     assert execution.errors[0]["exception_class_path"] == "google.api_core.exceptions.NotFound"
-    assert google_fake.requests("Jobs/RunJob") == []
+    assert len(google_fake.requests("Jobs/RunJob")) == 1
+    assert google_fake.executions == {}
 
 
 @pytest.mark.django_db
-def test_transient_error_is_not_retried_silently(
+def test_transient_error_leaves_the_execution_ready_for_recovery(
     jobs: CloudRunJobsBackend, google_fake: GoogleServicesFake, django_capture_on_commit_callbacks: Any
 ) -> None:
-    # Cloud Run v2 has no client-side retry: a retried RunJob could start the task twice.
+    # Not retried here (a retried RunJob could start the task twice): recover_tasks dispatches it.
     google_fake.add_run_job(JOB)
     google_fake.fail_next("Jobs/RunJob", grpc.StatusCode.UNAVAILABLE)
 
     execution = enqueue(django_capture_on_commit_callbacks, job_tasks.always_fails)
 
     assert len(google_fake.requests("Jobs/RunJob")) == 1
-    assert execution.status == TaskResultStatus.FAILED
-    assert execution.errors[0]["exception_class_path"] == "google.api_core.exceptions.ServiceUnavailable"
+    assert execution.status == TaskResultStatus.READY
+    assert (execution.errors, execution.cloud_run_job_execution_name) == ([], None)
+    assert jobs.delivery_state(execution) == DeliveryState.NEVER_DISPATCHED
 
 
 @pytest.mark.django_db
@@ -390,7 +383,7 @@ def test_default_command_passes_the_checks(google_api_endpoint: str) -> None:
 
     assert [m for m in messages if isinstance(m.obj, CloudRunJobsBackend)] == []
     backend = CloudRunJobsBackend("default", config)
-    assert backend.command == ["python", "manage.py", "execute_task"]
+    assert backend.command == ("python", "manage.py", "execute_task")
     assert backend.container_args(42) == ["python", "manage.py", "execute_task", "42"]
 
 

@@ -4,14 +4,16 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import caches
-from django.db import transaction
+from django.db import connection, transaction
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_tasks_google.backends import DjangoTasksGoogleBackend
+from django_tasks_google.backends import DjangoTasksGoogleBackend, TaskDispatchError
+from django_tasks_google.backends.base import DispatchResult
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google.sample_tasks import add, echo, job_sleep
 
@@ -41,7 +43,7 @@ def test_enqueue_stores_a_ready_execution() -> None:
         "default",
     )
     assert (row.args, row.kwargs, row.status) == ([2, 3], {}, "READY")
-    assert row.max_attempts == 3  # fixed at dispatch from the backend's option
+    assert row.max_attempts == 3  # the backend's option, stored by the INSERT
     assert result.id == str(row.pk)
 
 
@@ -117,17 +119,19 @@ class FailingDispatchBackend(DjangoTasksGoogleBackend):
     requires_gcp_config = False
     timeout_range = (timedelta(seconds=1), timedelta(hours=1))
 
-    def dispatch(self, execution: TaskExecution) -> None:
+    def dispatch(self, execution: TaskExecution) -> DispatchResult:
         raise ConnectionError("the queue is unreachable")
 
     def get_max_attempts(self, queue_name: str) -> int | None:
         return None
 
 
-def test_failed_delivery_marks_the_execution_failed_without_raising(enqueued_signals: list) -> None:
+def test_failed_delivery_outside_a_transaction_fails_the_execution_and_raises(enqueued_signals: list) -> None:
     backend = {"BACKEND": f"{__name__}.FailingDispatchBackend", "QUEUES": ["default"]}
     with override_settings(TASKS={"test-tasks": backend}):
-        result = add.enqueue(1, 2)
+        with pytest.raises(TaskDispatchError, match="ConnectionError: the queue is unreachable") as raised:
+            add.enqueue(1, 2)
+        result = raised.value.task_result
         assert result.status == TaskResultStatus.FAILED
         result.refresh()
     assert result.status == TaskResultStatus.FAILED
@@ -166,11 +170,51 @@ def test_result_stays_readable_when_the_task_is_gone() -> None:
         fetched.task.call()
 
 
+def test_failed_delivery_inside_a_transaction_is_recorded_at_commit(enqueued_signals: list) -> None:
+    backend = {"BACKEND": f"{__name__}.FailingDispatchBackend", "QUEUES": ["default"]}
+    with override_settings(TASKS={"test-tasks": backend}):
+        with transaction.atomic():
+            result = add.enqueue(1, 2)  # delivered at commit, after enqueue() returned: no raise
+        result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    assert enqueued_signals == []
+
+
+# --- statements per enqueue (issue 17): one INSERT, nothing else ---------------------------------
+
+
+def test_enqueue_on_the_process_backend_is_one_insert() -> None:
+    with CaptureQueriesContext(connection) as queries:
+        result = add.enqueue(1, 2)
+    assert [query["sql"].split()[0] for query in queries.captured_queries] == ["INSERT"]
+    assert TaskExecution.objects.get(pk=result.id).max_attempts == 3
+
+
+def test_enqueue_in_a_transaction_adds_only_the_insert() -> None:
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        add.enqueue(1, 2)
+    assert [query["sql"].split()[0] for query in queries.captured_queries] == ["INSERT"]
+
+
+# --- results of the backend's own alias only -----------------------------------------------------
+
+
+def test_get_result_only_returns_the_backends_own_executions() -> None:
+    mine = add.enqueue(1, 2)
+    other = job_sleep.enqueue("unused")  # another alias of the same backend class
+    assert other.backend != mine.backend
+    backend = task_backends["test-tasks"]
+    assert backend.get_result(mine.id).id == mine.id
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result(other.id)
+    assert task_backends[other.backend].get_result(other.id).id == other.id
+
+
 class CountingBackend(FailingDispatchBackend):
     calls: list[str] = []  # noqa: RUF012
 
-    def dispatch(self, execution: TaskExecution) -> None:
-        pass
+    def dispatch(self, execution: TaskExecution) -> DispatchResult:
+        return DispatchResult.DISPATCHED
 
     def get_max_attempts(self, queue_name: str) -> int | None:
         self.calls.append(queue_name)

@@ -11,6 +11,7 @@ from datetime import timedelta
 from io import StringIO
 from typing import Any
 
+import grpc
 import pytest
 from django.core.cache import caches
 from django.core.management import CommandError, call_command
@@ -18,6 +19,7 @@ from django.tasks import TaskResultStatus, task_backends
 from django.utils import timezone
 
 from django_tasks_google.backends import CloudRunJobsBackend, CloudTasksBackend
+from django_tasks_google.backends.base import DispatchResult
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import job_tasks, push_tasks
 from tests.django_tasks_google.cloud_run_job import JOB, use_jobs_backend
@@ -124,7 +126,8 @@ def test_ready_row_whose_cloud_task_is_gone_is_redispatched_once(
 def test_ready_row_never_dispatched_is_dispatched(
     cloud_tasks: CloudTasksBackend, google_fake: GoogleServicesFake
 ) -> None:
-    # The process died between the commit and CreateTask: no task name was ever stored.
+    # A row stored without a task name (enqueued by an older version that named the task after
+    # CreateTask, whose process died in between).
     execution = age(TaskExecution.objects.create(module_path=ADD, args=[1, 2]))
 
     output = recover_tasks()
@@ -132,8 +135,50 @@ def test_ready_row_never_dispatched_is_dispatched(
     row = TaskExecution.objects.get(pk=execution.pk)
     assert row.status == TaskResultStatus.READY
     assert row.cloud_task_name and list(google_fake.tasks) == [row.cloud_task_name]
-    assert row.max_attempts == 3
     assert "1 redispatched" in output
+
+
+@pytest.mark.django_db
+def test_a_dispatch_that_met_an_outage_is_redispatched_under_a_new_name(
+    settings: Any,
+    google_fake: GoogleServicesFake,
+    oidc_issuer: OidcIssuer,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    google_fake.add_queue(QUEUE, max_attempts=3)
+    entry = cloud_tasks_entry(google_fake.endpoint, oidc_issuer.certs_url, create_task_timeout_seconds=0.3)
+    settings.TASKS = {**settings.TASKS, "default": entry}
+    google_fake.fail_next("CreateTask", grpc.StatusCode.UNAVAILABLE, times=10_000)
+    _, execution = enqueue_captured(django_capture_on_commit_callbacks, push_tasks.add, 1, 2)
+    assert execution.status == TaskResultStatus.READY  # not failed by the outage
+    google_fake._faults.clear()  # Cloud Tasks is back (the fake has no public call for this)
+    execution = age(execution)
+
+    output = recover_tasks()
+
+    # GetTask said NOT_FOUND (never created, or gone: the same to recovery); a new name, since
+    # the first one may have been taken.
+    row = TaskExecution.objects.get(pk=execution.pk)
+    assert row.status == TaskResultStatus.READY
+    assert row.cloud_task_name not in {None, execution.cloud_task_name}
+    assert list(google_fake.tasks) == [row.cloud_task_name]
+    assert "1 redispatched" in output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_recovery_runs_redispatch_once(
+    cloud_tasks: CloudTasksBackend, google_fake: GoogleServicesFake
+) -> None:
+    result = push_tasks.add.enqueue(1, 2)
+    execution = TaskExecution.objects.get(pk=result.id)
+    give_up(google_fake, execution.cloud_task_name)
+    execution = age(execution)
+    stale = TaskExecution.objects.get(pk=execution.pk)  # what a second, concurrent run read
+
+    assert cloud_tasks.redispatch(execution) == DispatchResult.DISPATCHED
+    assert cloud_tasks.redispatch(stale) is None  # its claim matches nothing any more
+
+    assert len(google_fake.tasks) == 1
 
 
 @pytest.mark.django_db
