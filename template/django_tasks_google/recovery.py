@@ -34,13 +34,8 @@ from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished
 from django.utils import timezone
 
-from .backends.base import (
-    DeliveryState,
-    DispatchResult,
-    DjangoTasksGoogleBackend,
-    clip_history,
-    unchanged_since_read,
-)
+from .backends.base import DjangoTasksGoogleBackend, clip_history
+from .backends.delivery import DeliveryState, DispatchResult, unchanged_since_read
 from .base import PermanentTaskError
 from .executor import attempt_limit, lease_expired_error, release_abandoned
 from .models import TaskExecution, error_entry

@@ -1,8 +1,9 @@
 """The task backends: put one of these dotted paths in TASKS[alias]["BACKEND"]."""
 
-from .base import DjangoTasksGoogleBackend, TaskDispatchError
+from .base import DjangoTasksGoogleBackend
 from .cloud_run_jobs import CloudRunJobsBackend
 from .cloud_tasks import CloudTasksBackend
+from .delivery import TaskDispatchError
 from .process import ProcessBackend
 
 __all__ = [

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from functools import partial
-from re import Pattern
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -21,17 +18,18 @@ from django.core import checks
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
-from django.db.models import QuerySet
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
+from .. import gcp
 from ..base import DjangoTask, Task, build_task_unvalidated, task_fields
 from ..models import TaskExecution, error_entry
 from ..serialization import json_round_trip
 from ..signals import send_task_signal
+from .delivery import DeliveryState, DispatchResult, PlatformQueue, TaskDispatchError
 from .options import BackendOptions, origin, read_options
 
 logger = logging.getLogger(__name__)
@@ -49,60 +47,6 @@ def get_oidc_audience(url: str) -> str:
 def clip_history(entries: list[Any], limit: int) -> list[Any]:
     """The last `limit` entries (history lists are capped; counts are kept elsewhere)."""
     return entries[-limit:] if len(entries) > limit else entries
-
-
-class DispatchResult(StrEnum):
-    """How handing an execution to its platform went."""
-
-    DISPATCHED = "dispatched"
-    # The platform was unavailable (a transient error): the execution stays READY, undelivered,
-    # for `recover_tasks` to dispatch again.
-    DEFERRED = "deferred"
-    # The platform refused it for good (bad request, permission, unknown queue): FAILED.
-    FAILED = "failed"
-
-
-class DeliveryState(StrEnum):
-    """What the platform says about a READY execution's delivery."""
-
-    PENDING = "pending"  # a Cloud Task still exists / the Cloud Run execution still runs
-    GONE = "gone"  # no Cloud Task (never created, or Cloud Tasks gave up) / the execution completed
-    NEVER_DISPATCHED = "never-dispatched"  # nothing was ever handed to the platform
-
-
-class TaskDispatchError(Exception):
-    """`enqueue()` outside a transaction: the platform refused the task for good.
-
-    The execution is stored FAILED with the platform's error (`task_result`); it will not run.
-    """
-
-    def __init__(self, message: str, task_result: TaskResult) -> None:
-        super().__init__(message)
-        self.task_result = task_result
-
-
-@dataclass(frozen=True)
-class PlatformQueue:
-    """What a platform accepts as the target a queue name resolves to (checked by `check()`)."""
-
-    pattern: Pattern[str]
-    noun: str  # "the Cloud Tasks queue id"
-    rule: str  # the hint: what the platform accepts
-    check_id: str
-
-
-def unchanged_since_read(execution: TaskExecution) -> QuerySet[TaskExecution]:
-    """The row only while it is still the READY row we read: a claim, a heartbeat, a dispatch or a
-    recovery run changes one of these columns (compare-and-set without holding a lock)."""
-    return TaskExecution.objects.filter(
-        pk=execution.pk,
-        status=TaskResultStatus.READY,
-        attempts=execution.attempts,
-        last_attempted_at=execution.last_attempted_at,
-        lease_worker_id=execution.lease_worker_id,
-        cloud_task_name=execution.cloud_task_name,
-        cloud_run_job_execution_name=execution.cloud_run_job_execution_name,
-    )
 
 
 class DjangoTasksGoogleBackend(BaseTaskBackend):
@@ -311,8 +255,6 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
 
     def dispatch_failed(self, execution: TaskExecution, exc: Exception) -> DispatchResult:
         """Classify a failed delivery: DEFERRED (left READY, logged) if transient, else FAILED."""
-        from .. import gcp
-
         if gcp.is_transient(exc):
             logger.warning(
                 "Could not dispatch task %s (%s) to backend %r: %s. It stays READY; "

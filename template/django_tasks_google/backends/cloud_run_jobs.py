@@ -27,13 +27,8 @@ from typing import TYPE_CHECKING
 
 from .. import gcp
 from ..models import TaskExecution
-from .base import (
-    DeliveryState,
-    DispatchResult,
-    DjangoTasksGoogleBackend,
-    PlatformQueue,
-    unchanged_since_read,
-)
+from .base import DjangoTasksGoogleBackend
+from .delivery import DeliveryState, DispatchResult, PlatformQueue, unchanged_since_read
 from .options import DEFAULT_COMMAND, CloudRunJobsOptions
 
 if TYPE_CHECKING:

@@ -20,13 +20,8 @@ from django.utils import timezone
 
 from .. import gcp, push_mac
 from ..models import TaskExecution
-from .base import (
-    DeliveryState,
-    DispatchResult,
-    DjangoTasksGoogleBackend,
-    PlatformQueue,
-    unchanged_since_read,
-)
+from .base import DjangoTasksGoogleBackend
+from .delivery import DeliveryState, DispatchResult, PlatformQueue, unchanged_since_read
 from .options import CLOUD_TASKS_DEADLINE_RANGE, CloudTasksOptions
 
 # Google's libraries are imported where they are used: importing them takes about a second, which

@@ -11,9 +11,10 @@ from typing import Any
 
 from ..base import DjangoTask
 from ..models import TaskExecution
-from .base import DispatchResult, DjangoTasksGoogleBackend
+from .base import DjangoTasksGoogleBackend
 from .cloud_run_jobs import CLOUD_RUN_JOBS_TIMEOUT_RANGE
 from .cloud_tasks import CLOUD_TASKS_TIMEOUT_RANGE
+from .delivery import DispatchResult
 from .options import ProcessOptions
 
 

@@ -21,7 +21,7 @@ from django.test import override_settings
 from google.api_core import exceptions
 
 from django_tasks_google.backends import CloudRunJobsBackend
-from django_tasks_google.backends.base import DeliveryState
+from django_tasks_google.backends.delivery import DeliveryState
 from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import job_tasks

@@ -106,6 +106,7 @@ def test_sample_recompute_analytics_runs_as_a_cloud_run_job(
 
     (request,) = google_fake.requests("Jobs/RunJob")
     assert request.name == JOB
+    assert google_fake.requests("Jobs/GetJob") == []  # enqueue() does not look up the limit
     run = run_job_container(google_fake)
     assert run.returncode == 0, run.stdout
     result.refresh()
@@ -115,7 +116,8 @@ def test_sample_recompute_analytics_runs_as_a_cloud_run_job(
     execution = TaskExecution.objects.get(pk=result.id)
     assert execution.cloud_run_job_execution_name == next(iter(google_fake.executions))
     assert execution.attempts == 1
-    assert execution.max_attempts == 4
+    # The container's executor looked the job's limit up (max_retries + 1) when the attempt began.
+    assert [request.name for request in google_fake.requests("Jobs/GetJob")] == [JOB]
 
 
 def test_failed_attempt_exits_non_zero_and_the_retry_succeeds(jobs: GoogleServicesFake) -> None:
@@ -145,7 +147,7 @@ def test_a_failure_on_the_jobs_last_attempt_fails_the_task(
     use_jobs_backend(settings, google_api_endpoint)
     google_fake.add_run_job(JOB, max_retries=1)
     result = job_tasks.always_fails.enqueue()
-    assert TaskExecution.objects.get(pk=result.id).max_attempts == 2
+    assert TaskExecution.objects.get(pk=result.id).max_attempts is None  # looked up when it runs
     # Cloud Run starts its last retry (say the first attempt's container was lost): the attempt
     # number comes from CLOUD_RUN_TASK_ATTEMPT, not from the row's count.
 

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_tasks_google.backends import DjangoTasksGoogleBackend, TaskDispatchError
-from django_tasks_google.backends.base import DispatchResult
+from django_tasks_google.backends.delivery import DispatchResult
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google.sample_tasks import add, echo, job_sleep
 

@@ -19,7 +19,7 @@ from django.tasks import TaskResultStatus, task_backends
 from django.utils import timezone
 
 from django_tasks_google.backends import CloudRunJobsBackend, CloudTasksBackend
-from django_tasks_google.backends.base import DispatchResult
+from django_tasks_google.backends.delivery import DispatchResult
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import job_tasks, push_tasks
 from tests.django_tasks_google.cloud_run_job import JOB, use_jobs_backend
