@@ -88,7 +88,9 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        self.config, reader = read_options(self.options_class, self.options, gcp=self.requires_gcp_config)
+        self.config, reader = read_options(
+            self.options_class, self.options, requires_gcp=self.requires_gcp_config
+        )
         self.option_errors: list[tuple[str, str]] = reader.errors
         self.unknown_options: list[str] = reader.unknown()
 

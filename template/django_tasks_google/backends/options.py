@@ -65,6 +65,8 @@ class OptionReader:
         return self.options.get(name, default)
 
     def given(self, name: str) -> bool:
+        """Whether OPTIONS sets `name` (which counts as read: it is a known option)."""
+        self.read.add(name)
         return name in self.options
 
     def text(self, name: str, default: str | None = None) -> str | None:
@@ -187,7 +189,7 @@ class BackendOptions:
 
     # Whether project_id, location, base_url and oidc_service_account are required: set by the
     # backend class (`requires_gcp_config`), not an option.
-    gcp: bool = field(default=True, metadata={})
+    requires_gcp: bool = field(default=True, metadata={})
 
     project_id: str | None = field(default=None, metadata=option("text"))
     location: str | None = field(default=None, metadata=option("text"))
@@ -260,12 +262,12 @@ class BackendOptions:
         for name in ("cache_alias", "cache_prefix", "scheduler_job_prefix"):
             if getattr(self, name) is None:  # set to "" or None: the default
                 changes[name] = _field(type(self), name).default
-        if self.gcp:
+        if self.requires_gcp:
             for name in ("project_id", "location", "base_url", "oidc_service_account"):
                 if not getattr(self, name) and not any(error[0] == name for error in reader.errors):
                     reader.error(name, f"{name} is required")
             self._check_gcp_formats(reader)
-        if self.gcp and self.base_url:
+        if self.requires_gcp and self.base_url:
             base_url = self.base_url.rstrip("/") + "/"
             changes.update(
                 base_url=base_url,
@@ -305,10 +307,13 @@ class BackendOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class CloudTasksOptions(BackendOptions):
+    """CloudTasksBackend's OPTIONS: the common ones, plus how long Cloud Tasks and enqueue() wait."""
+
     # How long Cloud Tasks waits for the push's answer when the task has no `timeout`. Without it
     # Cloud Tasks uses 10 minutes, so a longer task would be redelivered while it still runs.
     # The default, 30 minutes, is Cloud Tasks' maximum and the request timeout the deploy gives the
-    # Cloud Run service (https://cloud.google.com/run/docs/configuring/request-timeout).
+    # Cloud Run service (https://cloud.google.com/run/docs/configuring/request-timeout; the bounds:
+    # https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks).
     dispatch_deadline: timedelta = field(
         default=CLOUD_TASKS_DEADLINE_RANGE[1],
         metadata=option(
@@ -327,12 +332,16 @@ class CloudTasksOptions(BackendOptions):
 
 @dataclass(frozen=True, kw_only=True)
 class CloudRunJobsOptions(BackendOptions):
+    """CloudRunJobsBackend's OPTIONS: the common ones, plus the container's command."""
+
     # Sent as the container's args, followed by the execution id.
     command: tuple[str, ...] = field(default=DEFAULT_COMMAND, metadata=option("string_list"))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProcessOptions(BackendOptions):
+    """ProcessBackend's OPTIONS: the common ones (Google's optional), plus the local worker's."""
+
     # Which production backend's capabilities the local worker mirrors.
     mode: str = field(
         default="cloud_tasks", metadata=option("choice", choices=PROCESS_MODES, subject="ProcessBackend mode")
@@ -360,11 +369,11 @@ class ProcessOptions(BackendOptions):
 
 
 def read_options[O: BackendOptions](
-    cls: type[O], raw: Mapping[str, Any], *, gcp: bool
+    cls: type[O], raw: Mapping[str, Any], *, requires_gcp: bool
 ) -> tuple[O, OptionReader]:
     """Read every option `cls` declares from `raw`; problems are in the returned reader's `errors`."""
     reader = OptionReader(raw)
-    values: dict[str, Any] = {"gcp": gcp}
+    values: dict[str, Any] = {"requires_gcp": requires_gcp}
     for spec in dataclasses.fields(cls):
         kind = spec.metadata.get("kind")
         if kind is None:
@@ -372,7 +381,6 @@ def read_options[O: BackendOptions](
         key = spec.metadata.get("key") or spec.name
         default = spec.default if spec.default is not dataclasses.MISSING else None
         if not reader.given(key):
-            reader.read.add(key)
             continue  # the dataclass default
         if isinstance(default, timedelta):
             seconds = getattr(reader, kind)(key, default.total_seconds(), **spec.metadata["rules"])

@@ -1,5 +1,6 @@
 """Backend OPTIONS: defaults, and every bad value reported by `manage.py check`, naming the option."""
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -112,7 +113,8 @@ def test_unknown_option_and_tight_heartbeat_are_warnings() -> None:
 def test_manage_py_check_reports_the_option() -> None:
     bad = {"BACKEND": PROCESS, "OPTIONS": {"heartbeat_interval_seconds": 60}}
     with (
-        override_settings(TASKS={"default": bad}),
+        # No declared schedules: they name the project's own aliases, which this TASKS lacks.
+        override_settings(TASKS={"default": bad}, SCHEDULED_TASKS={}),
         pytest.raises(SystemCheckError, match="heartbeat_interval_seconds cannot be greater"),
     ):
         call_command("check")
@@ -132,3 +134,46 @@ def test_enqueue_refuses_a_misconfigured_backend() -> None:
 def test_test_backends_are_process_backends() -> None:
     assert isinstance(task_backends["test-jobs"], ProcessBackend)
     assert task_backends["test-jobs"].mode == "cloud_run_jobs"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"dispatch_deadline_seconds": 14}, "dispatch_deadline_seconds must be at least 15"),
+        ({"dispatch_deadline_seconds": 1801}, "dispatch_deadline_seconds must be at most 1800"),
+        ({"create_task_timeout_seconds": 0}, "create_task_timeout_seconds must be greater than 0"),
+        ({"create_task_timeout_seconds": "5"}, "create_task_timeout_seconds must be a number"),
+    ],
+)
+def test_cloud_tasks_options_are_checked(options: dict, named: str) -> None:
+    backend = CloudTasksBackend("default", {"OPTIONS": {**GCP_OPTIONS, **options}})
+    messages = error_messages(backend)
+    assert len(messages) == 1 and named in messages[0], messages
+    assert "TASKS['default']['OPTIONS']" in messages[0]
+
+
+def test_options_are_one_frozen_dataclass_also_read_as_attributes() -> None:
+    backend = CloudTasksBackend("default", {"OPTIONS": {**GCP_OPTIONS, "dispatch_deadline_seconds": 900}})
+    config = backend.config
+    assert config.dispatch_deadline == backend.dispatch_deadline == timedelta(minutes=15)
+    assert config.create_task_timeout == timedelta(seconds=10)
+    assert backend.heartbeat_timeout is config.heartbeat_timeout
+    assert backend.options["dispatch_deadline_seconds"] == 900  # Django's raw OPTIONS stay as given
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.run_once = True  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="no attribute 'not_an_option'"):
+        backend.not_an_option  # noqa: B018
+    # Options of another backend class are neither read nor accepted.
+    process = process_backend(dispatch_deadline_seconds=900)
+    assert not hasattr(process.config, "dispatch_deadline")
+    assert any(m.id == "django_tasks_google.W001" for m in process.check())
+
+
+def test_capabilities_are_flags() -> None:
+    jobs = CloudRunJobsBackend("jobs", {"OPTIONS": GCP_OPTIONS})
+    tasks = CloudTasksBackend("default", {"OPTIONS": GCP_OPTIONS})
+    assert (jobs.enforces_timeout, tasks.enforces_timeout) == (True, False)
+    assert jobs.needs_recovery and tasks.needs_recovery
+    local = process_backend(mode="cloud_run_jobs")
+    assert local.enforces_timeout and not local.needs_recovery
+    assert not process_backend().enforces_timeout
