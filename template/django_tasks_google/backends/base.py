@@ -30,18 +30,13 @@ from ..models import TaskExecution, error_entry
 from ..serialization import json_round_trip
 from ..signals import send_task_signal
 from .delivery import DeliveryState, DispatchResult, PlatformQueue, TaskDispatchError
-from .options import BackendOptions, origin, read_options
+from .options import BackendOptions, read_options
 
 logger = logging.getLogger(__name__)
 
 # Stored in the cache for "no limit", so an unlimited queue is cached like any other value.
 UNLIMITED_ATTEMPTS = "unlimited"
 _MISSING = object()
-
-
-def get_oidc_audience(url: str) -> str:
-    """The origin of `url` (scheme and host): the audience Cloud Run accepts by default."""
-    return origin(url)
 
 
 def clip_history(entries: list[Any], limit: int) -> list[Any]:
