@@ -297,3 +297,24 @@ def test_ready_row_whose_cloud_run_execution_completed_is_redispatched(
     assert row.cloud_run_job_execution_name not in {None, running}
     assert row.cloud_run_job_execution_name in google_fake.executions
     assert "1 redispatched" in output
+
+
+@pytest.mark.django_db
+def test_a_run_job_that_met_an_outage_is_dispatched_by_recovery(
+    cloud_run_jobs: CloudRunJobsBackend,
+    google_fake: GoogleServicesFake,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    google_fake.fail_next("Jobs/RunJob", grpc.StatusCode.UNAVAILABLE)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = job_tasks.always_fails.enqueue()
+    execution = age(TaskExecution.objects.get(pk=result.id))
+    assert (execution.status, execution.cloud_run_job_execution_name) == (TaskResultStatus.READY, None)
+
+    output = recover_tasks()
+
+    row = TaskExecution.objects.get(pk=execution.pk)
+    assert row.status == TaskResultStatus.READY
+    assert len(google_fake.requests("Jobs/RunJob")) == 2
+    assert row.cloud_run_job_execution_name in google_fake.executions
+    assert "1 redispatched" in output
