@@ -35,7 +35,7 @@ from django.tasks.signals import task_finished
 from django.utils import timezone
 
 from .backends.base import DjangoTasksGoogleBackend, clip_history
-from .backends.delivery import DeliveryState, DispatchResult, unchanged_since_read
+from .backends.delivery import DeliveryState, DeliveryUnknown, DispatchResult, unchanged_since_read
 from .base import PermanentTaskError
 from .executor import attempt_limit, lease_expired_error, release_abandoned
 from .models import TaskExecution, error_entry
@@ -136,11 +136,9 @@ def _quiet_ready_rows(
 
 
 def _recover_ready(row: TaskExecution, backend: DjangoTasksGoogleBackend, summary: RecoverySummary) -> None:
-    from google.api_core.exceptions import GoogleAPIError
-
     try:
         delivery = backend.delivery_state(row)
-    except GoogleAPIError as exc:
+    except DeliveryUnknown as exc:
         logger.error("Task %s: could not ask the platform about its delivery: %s", row.pk, exc)
         summary.counts["errors"] += 1
         return

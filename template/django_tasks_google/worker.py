@@ -1,8 +1,8 @@
 """The local worker behind `manage.py run_tasks`: runs ProcessBackend executions, one process each.
 
 Each poll it recovers executions whose attempt died, fires due schedules, supervises running
-attempts (forceful cancellation, timeouts in cloud_run_jobs mode), then claims READY executions
-(priority first, then oldest) and starts a child process per claim. The claim is the executor's
+attempts (forceful cancellation; timeouts where the backend `enforces_timeout`), then claims READY
+executions (priority first, then oldest) and starts a child process per claim. The claim is the executor's
 lease, so several workers (or a worker and a stray `execute_task`) never run one attempt twice.
 
 Shutdown (SIGINT/SIGTERM): stop claiming, give running attempts `shutdown_timeout_seconds` to

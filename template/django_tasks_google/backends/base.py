@@ -268,7 +268,8 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
     # --- Recovery (needs_recovery backends) --------------------------------------------------------
 
     def delivery_state(self, execution: TaskExecution) -> DeliveryState:
-        """Whether the platform still holds a delivery of a READY execution. May call an API."""
+        """Whether the platform still holds a delivery of a READY execution. May call an API;
+        raises DeliveryUnknown when the platform cannot be asked."""
         raise NotImplementedError(f"{type(self).__name__} recovers its own executions")
 
     def redispatch(self, execution: TaskExecution) -> DispatchResult | None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from .. import gcp
 from ..models import TaskExecution
 from .base import DjangoTasksGoogleBackend
-from .delivery import DeliveryState, DispatchResult, PlatformQueue, unchanged_since_read
+from .delivery import DeliveryState, DeliveryUnknown, DispatchResult, PlatformQueue, unchanged_since_read
 from .options import DEFAULT_COMMAND, CloudRunJobsOptions
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class CloudRunJobsBackend(DjangoTasksGoogleBackend):
 
     def delivery_state(self, execution: TaskExecution) -> DeliveryState:
         """PENDING while its Cloud Run execution has not completed (Cloud Run may still retry it)."""
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import GoogleAPIError, NotFound
 
         name = execution.cloud_run_job_execution_name
         if not name:
@@ -129,6 +129,8 @@ class CloudRunJobsBackend(DjangoTasksGoogleBackend):
             )
         except NotFound:
             return DeliveryState.GONE
+        except GoogleAPIError as exc:
+            raise DeliveryUnknown(f"GetExecution {name}: {exc}") from exc
         # Completed (succeeded, failed or cancelled): Cloud Run retries nothing any more.
         return DeliveryState.GONE if "completion_time" in run else DeliveryState.PENDING
 

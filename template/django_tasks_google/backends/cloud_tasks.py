@@ -21,7 +21,7 @@ from django.utils import timezone
 from .. import gcp, push_mac
 from ..models import TaskExecution
 from .base import DjangoTasksGoogleBackend
-from .delivery import DeliveryState, DispatchResult, PlatformQueue, unchanged_since_read
+from .delivery import DeliveryState, DeliveryUnknown, DispatchResult, PlatformQueue, unchanged_since_read
 from .options import CLOUD_TASKS_DEADLINE_RANGE, CloudTasksOptions
 
 # Google's libraries are imported where they are used: importing them takes about a second, which
@@ -165,7 +165,7 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
         """PENDING while the named task exists: it is deleted once it succeeded or Cloud Tasks gave
         up retrying it. NOT_FOUND cannot tell "gone" from "never created" (CreateTask failed
         transiently, or the process died before it), and either needs a new delivery."""
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import GoogleAPIError, NotFound
 
         if not execution.cloud_task_name:
             return DeliveryState.NEVER_DISPATCHED
@@ -175,6 +175,8 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
             )
         except NotFound:
             return DeliveryState.GONE
+        except GoogleAPIError as exc:
+            raise DeliveryUnknown(f"GetTask {execution.cloud_task_name}: {exc}") from exc
         return DeliveryState.PENDING
 
     def redispatch(self, execution: TaskExecution) -> DispatchResult | None:

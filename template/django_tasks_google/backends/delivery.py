@@ -35,6 +35,10 @@ class DeliveryState(StrEnum):
     NEVER_DISPATCHED = "never-dispatched"  # nothing was ever handed to the platform
 
 
+class DeliveryUnknown(Exception):
+    """`delivery_state()` could not ask the platform (its API failed): try again on the next pass."""
+
+
 class TaskDispatchError(Exception):
     """`enqueue()` outside a transaction: the platform refused the task for good.
 

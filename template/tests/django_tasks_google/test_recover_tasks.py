@@ -318,3 +318,20 @@ def test_a_run_job_that_met_an_outage_is_dispatched_by_recovery(
     assert len(google_fake.requests("Jobs/RunJob")) == 2
     assert row.cloud_run_job_execution_name in google_fake.executions
     assert "1 redispatched" in output
+
+
+@pytest.mark.django_db
+def test_a_platform_that_cannot_be_asked_leaves_the_row_for_the_next_pass(
+    cloud_tasks: CloudTasksBackend, google_fake: GoogleServicesFake, django_capture_on_commit_callbacks: Any
+) -> None:
+    _, execution = enqueue_captured(django_capture_on_commit_callbacks, push_tasks.add, 1, 2)
+    give_up(google_fake, execution.cloud_task_name)
+    execution = age(execution)
+    google_fake.fail_next("GetTask", grpc.StatusCode.PERMISSION_DENIED, "cloudtasks.tasks.get denied")
+
+    output = recover_tasks()
+
+    assert "0 redispatched" in output and "1 errors" in output
+    row = TaskExecution.objects.get(pk=execution.pk)
+    assert (row.status, row.cloud_task_name) == (TaskResultStatus.READY, execution.cloud_task_name)
+    assert "1 redispatched" in recover_tasks()  # asked again on the next pass
