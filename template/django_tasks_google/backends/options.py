@@ -106,7 +106,8 @@ class OptionReader:
         if not isinstance(value, datetime) or value.tzinfo is None:
             self.error(
                 name,
-                f"{name} must be an ISO 8601 time with a UTC offset (e.g. '2027-01-31T00:00Z'), not {value!r}",
+                f"{name} must be an ISO 8601 time with a UTC offset (e.g. '2027-01-31T00:00Z'), "
+                f"not {value!r}",
             )
             return default
         return value
