@@ -338,10 +338,10 @@ def test_an_unavailable_api_leaves_the_execution_ready_for_recovery(
     with caplog.at_level(logging.WARNING, logger="django_tasks_google"):
         result, execution = enqueue_captured(django_capture_on_commit_callbacks, push_tasks.add, 1, 2)
 
-    # Retried within create_task_timeout_seconds, always under the name the INSERT stored, then
-    # given up: the execution is not failed, it waits for recover_tasks.
+    # Retried within create_task_timeout_seconds (how often depends on the machine's speed),
+    # always under the name the INSERT stored, then given up: the execution is not failed, it
+    # waits for recover_tasks.
     requests = google_fake.requests("CreateTask")
-    assert len(requests) > 1
     assert {request.task.name for request in requests} == {execution.cloud_task_name}
     assert google_fake.tasks == {}
     assert execution.status == TaskResultStatus.READY
