@@ -45,6 +45,10 @@ class TaskTimeout(TimeoutError):
     """Recorded as the error of an attempt that was stopped because it ran past its timeout."""
 
 
+class TaskCancelled(Exception):
+    """Recorded as the error of an execution that was cancelled (`cancel_task`) before it finished."""
+
+
 class TaskInterrupted(Exception):
     """Recorded as the error of an attempt that was stopped from outside before it could finish.
 

@@ -7,8 +7,7 @@ migrates forward (its migrations 0001-0004 are reproduced; ours start at 0005).
 from __future__ import annotations
 
 import dataclasses
-from traceback import format_exception
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.db import models
 from django.tasks import TaskResult, TaskResultStatus, task_backends
@@ -17,37 +16,48 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import base
+from .claiming import FINISHED_STATUSES
+from .serialization import error_entry
+from .transitions import ExecutionQuerySet
 
 if TYPE_CHECKING:
     from .backends.base import DjangoTasksGoogleBackend
 
-FINISHED_STATUSES = (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+__all__ = [
+    "FINISHED_STATUSES",
+    "ScheduledTask",
+    "ScheduledTaskFiring",
+    "TaskExecution",
+    "error_entry",
+    "load_task",
+]
 
-
-def error_entry(exception: BaseException) -> dict[str, str]:
-    """The stored form of an error: what Django's TaskError needs."""
-    exception_type = type(exception)
-    return {
-        "exception_class_path": f"{exception_type.__module__}.{exception_type.__qualname__}",
-        "traceback": "".join(format_exception(exception)),
-    }
+# Tasks imported once per process: every delivery of a task needs it, and Task objects are frozen.
+_loaded_tasks: dict[str, base.DjangoTask] = {}
 
 
 def load_task(module_path: str) -> base.DjangoTask:
     """The Task object at `module_path`, or a stand-in whose function raises ImportError."""
+    task = _loaded_tasks.get(module_path)
+    if task is not None:
+        return task
     try:
-        task = import_string(module_path)
+        found = import_string(module_path)
     except Exception as exc:  # an ImportError, or anything the module raised while importing
         func = base.task_function_missing(module_path, exc)
         return base.build_task_unvalidated(base.Task, func=func)
-    if not isinstance(task, base.DjangoTask):
+    if not isinstance(found, base.DjangoTask):
         func = base.task_function_missing(module_path, TypeError(f"{module_path} is not a Task"))
         return base.build_task_unvalidated(base.Task, func=func)
-    return task
+    _loaded_tasks[module_path] = found
+    return found
 
 
 class TaskExecution(models.Model):
-    """One enqueued task: its definition, arguments, status, attempts, lease and result."""
+    """One enqueued task: its definition, arguments, status, attempts, lease and result.
+
+    Its state changes only through `TaskExecution.objects` (transitions.py).
+    """
 
     priority = models.IntegerField(default=0)
     module_path = models.TextField()
@@ -67,6 +77,7 @@ class TaskExecution(models.Model):
     last_attempted_at = models.DateTimeField(null=True)
     # Clipped to the backend's max_history_entries; `attempts` keeps the true count.
     errors = models.JSONField(default=list)
+    # One worker identity (identity.py) per attempt; the lease of the current one is lease_worker_id.
     worker_ids = models.JSONField(default=list)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.IntegerField(null=True)
@@ -83,6 +94,8 @@ class TaskExecution(models.Model):
     # NULL, not "", while unknown: the columns are unique (and the published schema has them so).
     cloud_task_name = models.TextField(null=True, unique=True)  # noqa: DJ001
     cloud_run_job_execution_name = models.TextField(null=True, unique=True)  # noqa: DJ001
+
+    objects = ExecutionQuerySet.as_manager()
 
     class Meta:
         indexes = (
@@ -162,34 +175,13 @@ class TaskExecution(models.Model):
     def cancel(self, *, force: bool = False) -> bool:
         """Cancel this execution unless it already finished; returns whether it was cancelled.
 
-        One conditional UPDATE, so it is atomic on every database (also in autocommit) and a task
-        finishing at the same moment keeps its result. The attempt holding the lease loses it:
-        its heartbeat and result write are refused from then on.
+        See `ExecutionQuerySet.cancel`; with `force`, the backend then stops the running attempt
+        (outside any transaction: no row lock is held while a platform API is called).
         """
-        backend = self.backend
-        if force and not backend.supports_force_cancel:
-            raise NotImplementedError("This backend does not support forceful cancellation")
-        now = timezone.now()
-        changes: dict[str, Any] = {
-            "status": TaskResultStatus.FAILED,
-            "cancelled_at": now,
-            "finished_at": now,
-            "lease_worker_id": None,
-            "lease_expires_at": None,
-        }
-        if force:
-            changes["force_cancel"] = True
-        unfinished = TaskExecution.objects.filter(pk=self.pk).exclude(status__in=FINISHED_STATUSES)
-        updated = unfinished.update(**changes)
-        if not updated:
-            self.refresh_from_db()
-            return False
-        for name, value in changes.items():
-            setattr(self, name, value)
-        if force:
-            # Outside any transaction: no row lock is held while a platform API is called.
-            backend.force_cancel(self)
-        return True
+        cancelled = TaskExecution.objects.cancel(self, force=force)
+        if cancelled and force:
+            self.backend.force_cancel(self)
+        return cancelled
 
 
 class ScheduledTask(models.Model):

@@ -31,15 +31,14 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet
 from django.tasks import TaskResultStatus, task_backends
-from django.tasks.signals import task_finished
 from django.utils import timezone
 
-from .backends.base import DjangoTasksGoogleBackend, clip_history
-from .backends.delivery import DeliveryState, DeliveryUnknown, DispatchResult, unchanged_since_read
+from . import attempts
+from .backends.base import DjangoTasksGoogleBackend
+from .backends.delivery import DeliveryState, DeliveryUnknown, DispatchResult
 from .base import PermanentTaskError
-from .executor import attempt_limit, lease_expired_error, release_abandoned
-from .models import TaskExecution, error_entry
-from .signals import send_task_signal
+from .executor import lease_expired_error, release_abandoned
+from .models import TaskExecution
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ def _recover_ready(row: TaskExecution, backend: DjangoTasksGoogleBackend, summar
         summary.counts["pending"] += 1
         return
     why = "never dispatched" if delivery == DeliveryState.NEVER_DISPATCHED else "its delivery is gone"
-    refusal = _no_attempt_left(row, backend)
+    refusal = attempts.refusal(row, backend)
     if summary.dry_run:
         _log(row, f"{why}: would {'fail' if refusal else 're-dispatch'} it")
         summary.counts["failed" if refusal else "redispatched"] += 1
@@ -165,15 +164,6 @@ def _recover_ready(row: TaskExecution, backend: DjangoTasksGoogleBackend, summar
         summary.counts["errors"] += 1
 
 
-def _no_attempt_left(row: TaskExecution, backend: DjangoTasksGoogleBackend) -> PermanentTaskError | None:
-    if backend.config.run_once and row.attempts > 0:
-        return PermanentTaskError(f"run_once: attempt {row.attempts} did not finish and was not redelivered.")
-    limit = attempt_limit(row, backend)
-    if limit is not None and row.attempts >= limit:
-        return PermanentTaskError(f"Not delivered again, and all {limit} attempts were used.")
-    return None
-
-
 def _fail(
     row: TaskExecution,
     backend: DjangoTasksGoogleBackend,
@@ -181,16 +171,11 @@ def _fail(
     why: str,
     summary: RecoverySummary,
 ) -> None:
-    errors = clip_history([*row.errors, error_entry(refusal)], backend.config.max_history_entries)
-    if not unchanged_since_read(row).update(
-        status=TaskResultStatus.FAILED, finished_at=timezone.now(), errors=errors
-    ):
+    why = f"Not delivered again ({why}) and no attempt left for"
+    if not TaskExecution.objects.fail_undelivered(row, refusal, why):
         summary.counts["skipped"] += 1
         return
-    _log(row, f"{why} and no attempt is left: FAILED")
     summary.counts["failed"] += 1
-    row.refresh_from_db()
-    send_task_signal(task_finished, type(backend), row.task_result)
 
 
 def _log(row: TaskExecution, what: str) -> None:

@@ -1,12 +1,15 @@
-"""The JSON round trip every argument list and return value goes through.
+"""What a value must look like to be stored: the JSON round trip and the stored form of an error.
 
 Django's ImmediateBackend normalises values with `normalize_json`; we additionally encode and
 decode them for real, because that is what a task delivered over HTTP or read back from the
-database sees (`{1: "a"}` arrives as `{"1": "a"}`, tuples as lists). NaN and infinities are
-refused: PostgreSQL's jsonb cannot store them.
+database sees (`{1: "a"}` arrives as `{"1": "a"}`, tuples as lists). Refused, because a database
+cannot store them: NaN and infinities (PostgreSQL's jsonb), the NUL character (PostgreSQL's text
+and jsonb) and lone surrogates (not UTF-8 at all). Error texts cannot be refused (they are what
+went wrong), so they are cleaned instead.
 """
 
 import json
+from traceback import format_exception
 from typing import Any
 
 from django.utils.json import normalize_json
@@ -14,4 +17,42 @@ from django.utils.json import normalize_json
 
 def json_round_trip(value: Any) -> Any:
     """`value` as it comes back from JSON storage; TypeError/ValueError if it cannot be stored."""
-    return json.loads(json.dumps(normalize_json(value), allow_nan=False))
+    loaded = json.loads(json.dumps(normalize_json(value), allow_nan=False))
+    _refuse_unstorable_text(loaded)
+    return loaded
+
+
+def _refuse_unstorable_text(value: Any) -> None:
+    texts: list[Any] = [value]
+    while texts:
+        item = texts.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError(
+                    f"a text contains a NUL character (\\x00), which databases cannot store: {item!r}"
+                )
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"a text contains a lone surrogate, which is not valid UTF-8: {item!r}"
+                ) from None
+        elif isinstance(item, list):
+            texts.extend(item)
+        elif isinstance(item, dict):
+            texts.extend(item)
+            texts.extend(item.values())
+
+
+def storable_text(text: str) -> str:
+    """`text` with NUL characters and lone surrogates replaced by their escapes, so it can be stored."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_entry(exception: BaseException) -> dict[str, str]:
+    """The stored form of an error: what Django's TaskError needs, in text any database stores."""
+    exception_type = type(exception)
+    return {
+        "exception_class_path": f"{exception_type.__module__}.{exception_type.__qualname__}",
+        "traceback": storable_text("".join(format_exception(exception))),
+    }

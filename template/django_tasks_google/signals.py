@@ -5,7 +5,7 @@ import logging
 from django.dispatch import Signal
 from django.tasks import TaskResult
 
-logger = logging.getLogger("django_tasks_google")
+logger = logging.getLogger(__name__)
 
 
 def send_task_signal(signal: Signal, sender: type, task_result: TaskResult) -> None:

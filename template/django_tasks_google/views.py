@@ -38,7 +38,7 @@ from django.views.decorators.http import require_POST
 from . import auth, push_mac
 from .backends.base import DjangoTasksGoogleBackend
 from .backends.cloud_tasks import CloudTasksBackend
-from .executor import AttemptOutcome, run_execution
+from .executor import AttemptOutcome, Outcome, run_execution
 from .scheduling.pushes import PushRefused, SchedulerDelivery, fire_pushed_slot
 
 logger = logging.getLogger("django_tasks_google")
@@ -206,7 +206,9 @@ class CloudTasksDelivery:
     def attempt(self) -> int | None:
         """The 1-based attempt number, as Cloud Tasks counts it towards the queue's max_attempts.
 
-        Without the header (not a Cloud Tasks push) the execution counts attempts itself.
+        Without the header (not a Cloud Tasks push) the execution counts attempts itself. Cloud
+        Tasks restarts the count for a re-dispatched execution (a new task), so the executor
+        numbers the attempt by the larger of this and the row's count (attempts.py).
         """
         return None if self.retry_count is None else self.retry_count + 1
 
@@ -220,12 +222,17 @@ class CloudTasksDelivery:
         )
 
 
+# A count header as Cloud Tasks sends it: decimal digits, at most 9 of them (no queue retries a
+# task a billion times; a longer value is a forgery, and int() of thousands of digits raises).
+_COUNT = re.compile(r"[0-9]{1,9}")
+
+
 def _count_header(headers: Mapping[str, str], name: str) -> int | None:
     value = headers.get(name)
     if value is None:
         return None
-    if not value.strip().isascii() or not value.strip().isdigit():
-        raise PushRejected(400, f"Malformed header: {name} must be a non-negative integer, not {value!r}.")
+    if not _COUNT.fullmatch(value.strip()):
+        raise PushRejected(400, f"Malformed header: {name} must be a non-negative integer below 10**9.")
     return int(value)
 
 
@@ -271,17 +278,27 @@ def execute_task_view(request: HttpRequest) -> HttpResponse:
 
 
 def outcome_response(outcome: AttemptOutcome, backend: DjangoTasksGoogleBackend) -> HttpResponse:
-    """2xx when the platform should forget the push, 5xx when it should deliver it again."""
+    """2xx when Cloud Tasks should forget the push; any other status makes it deliver it again.
+
+    Cloud Tasks retries every non-2xx answer, but on 429 and 503 it also slows down the whole
+    queue ("Cloud Tasks will use a higher backoff rate", and considers Retry-After:
+    https://cloud.google.com/python/docs/reference/cloudtasks/latest/google.cloud.tasks_v2.types.HttpRequest).
+    So the answers that concern one task alone (a duplicate delivery, an early one) use 409 with
+    Retry-After, and 503 is kept for trouble on our side.
+    """
     if not outcome.retry:
         # Succeeded, failed for good, already finished, cancelled, unknown execution, ...
         return HttpResponse(status=204)
-    if outcome.reason == "retry":
+    if outcome.reason == Outcome.RETRY:
         # The attempt failed and attempts remain: the queue's backoff decides when the next one comes.
         return plain_response(500, "The attempt failed; retry.")
-    # Another attempt holds the lease (or the outcome could not be saved): come back once a lease
-    # period has passed. A live holder renews its lease; a dead one's lease will have expired.
+    # Another attempt holds the lease, or the task is not due yet: come back once a lease period
+    # has passed. A live holder renews its lease; a dead one's lease will have expired.
     retry_after = max(1, math.ceil(backend.heartbeat_timeout.total_seconds()))
-    return PushRejected(503, f"Not now ({outcome.reason}); retry later.", retry_after=retry_after).response()
+    status = 503 if outcome.reason == Outcome.SAVE_FAILED else 409
+    return PushRejected(
+        status, f"Not now ({outcome.reason}); retry later.", retry_after=retry_after
+    ).response()
 
 
 # --- Cloud Scheduler --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from django.core import checks
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
-from django.tasks import TaskResult, TaskResultStatus
+from django.tasks import TaskResult
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from .. import gcp
 from ..base import DjangoTask, Task, build_task_unvalidated, task_fields
-from ..models import TaskExecution, error_entry
+from ..models import TaskExecution
 from ..serialization import json_round_trip
 from ..signals import send_task_signal
 from .delivery import DeliveryState, DispatchResult, PlatformQueue, TaskDispatchError
@@ -37,11 +37,6 @@ logger = logging.getLogger(__name__)
 # Stored in the cache for "no limit", so an unlimited queue is cached like any other value.
 UNLIMITED_ATTEMPTS = "unlimited"
 _MISSING = object()
-
-
-def clip_history(entries: list[Any], limit: int) -> list[Any]:
-    """The last `limit` entries (history lists are capped; counts are kept elsewhere)."""
-    return entries[-limit:] if len(entries) > limit else entries
 
 
 class DjangoTasksGoogleBackend(BaseTaskBackend):
@@ -282,21 +277,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
 
     def mark_dispatch_failed(self, execution: TaskExecution, exc: BaseException) -> None:
         """Record that delivery failed: the execution becomes FAILED with the error, and it is logged."""
-        logger.error(
-            "Could not dispatch task %s (%s) to backend %r",
-            execution.pk,
-            execution.module_path,
-            self.alias,
-            exc_info=exc,
-        )
-        now = timezone.now()
-        errors = clip_history([*execution.errors, error_entry(exc)], self.config.max_history_entries)
-        TaskExecution.objects.filter(pk=execution.pk, status=TaskResultStatus.READY).update(
-            status=TaskResultStatus.FAILED, finished_at=now, errors=errors
-        )
-        execution.status = TaskResultStatus.FAILED
-        execution.finished_at = now
-        execution.errors = errors
+        TaskExecution.objects.fail_undelivered(execution, exc, "Could not dispatch")
 
     def force_cancel(self, execution: TaskExecution) -> None:
         """Stop the running attempt of a cancelled execution, where the platform allows it."""

@@ -11,7 +11,7 @@ from enum import StrEnum
 from re import Pattern
 
 from django.db.models import QuerySet
-from django.tasks import TaskResult, TaskResultStatus
+from django.tasks import TaskResult
 
 from ..models import TaskExecution
 
@@ -61,14 +61,7 @@ class PlatformQueue:
 
 
 def unchanged_since_read(execution: TaskExecution) -> QuerySet[TaskExecution]:
-    """The row only while it is still the READY row we read: a claim, a heartbeat, a dispatch or a
-    recovery run changes one of these columns (compare-and-set without holding a lock)."""
-    return TaskExecution.objects.filter(
-        pk=execution.pk,
-        status=TaskResultStatus.READY,
-        attempts=execution.attempts,
-        last_attempted_at=execution.last_attempted_at,
-        lease_worker_id=execution.lease_worker_id,
-        cloud_task_name=execution.cloud_task_name,
-        cloud_run_job_execution_name=execution.cloud_run_job_execution_name,
-    )
+    """The row only while it is still the row we read (the executions' one compare-and-set guard,
+    `TaskExecution.objects.as_read`: a claim, a heartbeat, a dispatch or a recovery run changes
+    one of its columns)."""
+    return TaskExecution.objects.as_read(execution)

@@ -174,3 +174,35 @@ def sleeps_on_first_attempt(context: TaskContext, directory: str) -> int:
         Path(directory, "started").write_text(str(os.getpid()))
         time.sleep(WAIT_LIMIT)
     return context.attempt
+
+
+@task(backend="test-tasks")
+def returns_nul() -> str:
+    return "a\x00b"
+
+
+@task(backend="test-tasks")
+def raises_nul() -> None:
+    raise ValueError("a NUL \x00 and a lone surrogate \ud800")
+
+
+@task(backend="test-tasks")
+def drops_its_connection() -> str:
+    """PostgreSQL only: another session terminates this one's, as a database restart would."""
+    import threading
+
+    from django.db import connection, connections
+
+    pid = connection.cursor().connection.info.backend_pid
+
+    def terminate() -> None:
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        finally:
+            connections.close_all()
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    killer.join(WAIT_LIMIT)
+    return "saved"

@@ -4,6 +4,7 @@ import pytest
 from django.db import connection, transaction
 from django.tasks import TaskContext, TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_finished
 from django.test import override_settings
 
 from django_tasks_google.base import cancel_task, is_task_cancelled
@@ -89,3 +90,21 @@ def test_is_task_cancelled_is_portable_to_other_backends() -> None:
         result = task(takes_context=True)(probe_cancellation).enqueue()
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert PROBED == [(False, False)]
+
+
+def test_cancelling_sends_task_finished_and_records_a_task_cancelled_error() -> None:
+    received = []
+
+    def on_finished(sender, task_result, **kwargs):
+        errors = [error.exception_class_path for error in task_result.errors]
+        received.append((sender.__name__, task_result.status, errors))
+
+    task_finished.connect(on_finished)
+    try:
+        result = add.enqueue(1, 2)
+        cancel_task(result.id)
+        cancel_task(result.id)  # already finished: nothing more is sent
+    finally:
+        task_finished.disconnect(on_finished)
+    cancelled = ["django_tasks_google.base.TaskCancelled"]
+    assert received == [("ProcessBackend", TaskResultStatus.FAILED, cancelled)]

@@ -51,7 +51,7 @@ def test_last_attempt_failure_exits_zero(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_invalid_attempt_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     result = sample_tasks.add.enqueue(1, 2)
     monkeypatch.setenv("CLOUD_RUN_TASK_ATTEMPT", "first")
-    with pytest.raises(CommandError, match="CLOUD_RUN_TASK_ATTEMPT must be an integer"):
+    with pytest.raises(CommandError, match="CLOUD_RUN_TASK_ATTEMPT must be a non-negative integer"):
         call_command("execute_task", result.id)
     assert row(result.id).status == "READY"
 
@@ -129,4 +129,7 @@ def test_sigterm_of_a_forced_cancel_ends_quietly(tmp_path: Path) -> None:
         process.stop()
     assert (tmp_path / "cleanup").exists()
     execution = row(result.id)
-    assert execution.status == "FAILED" and execution.cancelled_at is not None and execution.errors == []
+    assert execution.status == "FAILED" and execution.cancelled_at is not None
+    assert [error["exception_class_path"] for error in execution.errors] == [
+        "django_tasks_google.base.TaskCancelled"
+    ]

@@ -10,6 +10,7 @@ the issuer's certificates. Results are read the way users read them: `result.ref
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -227,15 +228,57 @@ def test_a_redelivery_of_a_finished_task_is_acknowledged_without_running(
 
 
 @pytest.mark.django_db
-def test_a_delivery_beyond_the_attempt_limit_fails_the_execution(push_enqueued: Any, client: Client) -> None:
+def test_an_inflated_retry_count_does_not_fail_a_task_that_has_not_run(
+    push_enqueued: Any, client: Client
+) -> None:
+    """Issue 11 defect 10: attempt 4 by Cloud Tasks' count, but the row never ran: it runs."""
     result, push = push_enqueued(push_tasks.add, 2, 3)
 
-    # Attempt 4 of a queue allowing 3 (the earlier ones were refused before they could run).
     assert push(retry_count=3, previous_response=503).send(client).status_code == 204
+
+    result.refresh()
+    assert (result.status, result.return_value, result.attempts) == (TaskResultStatus.SUCCESSFUL, 5, 1)
+
+
+@pytest.mark.django_db
+def test_a_delivery_after_the_last_attempt_fails_the_execution(push_enqueued: Any, client: Client) -> None:
+    result, push = push_enqueued(push_tasks.add, 2, 3)
+    # Three attempts started and were lost (e.g. their processes died); the queue allows 3.
+    TaskExecution.objects.filter(pk=result.id).update(attempts=3)
+
+    # A re-dispatched task counts from 0 again: the row's count decides.
+    assert push(retry_count=0).send(client).status_code == 204
 
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     assert "No attempts left" in result.errors[-1].traceback
+
+
+@pytest.mark.django_db
+def test_a_push_before_run_after_is_not_run(push_enqueued: Any, client: Client) -> None:
+    """Issue 11 defect 10: an early push is answered so Cloud Tasks comes back, not run."""
+    result, push = push_enqueued(push_tasks.add.using(run_after=timedelta(hours=1)), 2, 3)
+
+    response = push().send(client)
+
+    assert response.status_code == 409 and int(response["Retry-After"]) > 0
+    result.refresh()
+    assert (result.status, result.attempts) == (TaskResultStatus.READY, 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("header", ["X-CloudTasks-TaskRetryCount", "X-CloudTasks-TaskExecutionCount"])
+@pytest.mark.parametrize("value", ["9" * 5000, "-1", "1e3", "\u0661", "1234567890"])
+def test_count_headers_must_be_bounded_integers(
+    push_enqueued: Any, client: Client, header: str, value: str
+) -> None:
+    result, push = push_enqueued(push_tasks.add, 2, 3)
+
+    response = with_headers(push(), **{header: value}).send(client)
+
+    assert response.status_code == 400
+    result.refresh()
+    assert (result.status, result.attempts) == (TaskResultStatus.READY, 0)
 
 
 @pytest.mark.django_db
@@ -271,7 +314,9 @@ def test_a_duplicate_delivery_while_the_lease_is_held_asks_to_come_back(
         # Cloud Tasks delivered again (its dispatch deadline passed, or at-least-once delivery).
         duplicate = google_fake.task_push(execution.cloud_task_name, retry_count=1).send(Client())
 
-        assert duplicate.status_code == 503  # not 2xx: if the holder dies, the task is retried
+        # Not 2xx (if the holder dies, the task is retried), and not 429/503, on which Cloud Tasks
+        # slows down the whole queue (issue 11 defect 2).
+        assert duplicate.status_code == 409
         assert duplicate["Retry-After"] == str(int(backend.heartbeat_timeout.total_seconds()))
         assert row_state(result.id) == held  # the duplicate changed nothing
     finally:

@@ -4,8 +4,11 @@ SIGTERM, worker processes and crashes are covered with real subprocesses in test
 test_execute_task_command.py.
 """
 
+import os
 import signal
+import socket
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -13,9 +16,16 @@ from django.db import connections
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished, task_started
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_tasks_google.executor import AttemptOutcome, Claim, claim_execution, run_execution
+from django_tasks_google.executor import (
+    AttemptOutcome,
+    Claim,
+    claim_execution,
+    release_abandoned,
+    run_execution,
+)
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import sample_tasks
 
@@ -165,9 +175,30 @@ def test_transport_attempt_numbers_decide_the_last_attempt() -> None:
     again = sample_tasks.fails_until_attempt.enqueue(succeed_on=2)
     assert run(again.id, attempt=2).status == "SUCCESSFUL"
     assert row(again.id).return_value == 2  # context.attempt is the transport's number
+
+
+def test_a_transport_count_never_fails_a_task_that_has_not_run() -> None:
+    """Issue 11 defect 10: an inflated retry count must not mark a READY task FAILED unrun."""
     late = sample_tasks.add.enqueue(1, 1)
-    assert run(late.id, attempt=4) == AttemptOutcome(retry=False, status="FAILED", reason="failed")
-    assert "No attempts left" in row(late.id).errors[0]["traceback"]
+    assert run(late.id, attempt=4) == AttemptOutcome(retry=False, status="SUCCESSFUL", reason="succeeded")
+    assert row(late.id).attempts == 1
+    # Beyond the limit by the transport's count, the attempt that ran is the last one.
+    failing = sample_tasks.fails.enqueue("boom")
+    assert run(failing.id, attempt=9) == AttemptOutcome(retry=False, status="FAILED", reason="failed")
+    assert row(failing.id).attempts == 1
+
+
+def test_a_redispatch_does_not_restart_the_attempt_count() -> None:
+    """Issue 11 defect 1: a re-dispatched task's transport count restarts at 1; the row's count wins."""
+    result = sample_tasks.fails_until_attempt.enqueue(succeed_on=99)
+    assert run(result.id, attempt=1).reason == "retry"
+    assert run(result.id, attempt=2).reason == "retry"
+    # Re-dispatched as a new Cloud Task: its count starts again, but this is attempt 3 of 3.
+    assert run(result.id, attempt=1) == AttemptOutcome(retry=False, status="FAILED", reason="failed")
+    execution = row(result.id)
+    assert execution.attempts == 3 and "attempt 3 fails" in execution.errors[-1]["traceback"]
+    # And nothing runs it again.
+    assert run(result.id, attempt=1).reason == "finished"
 
 
 def test_context_reports_attempt_and_running_result() -> None:
@@ -254,7 +285,10 @@ def test_cancel_while_running_discards_the_result() -> None:
     assert run(result.id) == AttemptOutcome(retry=False, status="FAILED", reason="cancelled")
     execution = row(result.id)
     assert execution.status == "FAILED" and execution.cancelled_at is not None
-    assert execution.return_value is None and execution.errors == []
+    assert execution.return_value is None
+    assert [error["exception_class_path"] for error in execution.errors] == [
+        "django_tasks_google.base.TaskCancelled"
+    ]
 
 
 def test_heartbeat_notices_cancellation() -> None:
@@ -286,3 +320,114 @@ def test_sigterm_handler_only_when_asked_and_in_the_main_thread() -> None:
     thread.start()
     thread.join()
     assert row(in_thread.id).return_value["sigterm_handler"] == default
+
+
+# --- values a database cannot store (issue 11 defect 5) --------------------------------------------
+
+
+def test_a_return_value_with_a_nul_fails_the_attempt_with_a_clean_error() -> None:
+    result = sample_tasks.returns_nul.enqueue()
+    assert run(result.id) == AttemptOutcome(retry=False, status="FAILED", reason="failed")
+    execution = row(result.id)
+    assert execution.lease_worker_id is None and execution.return_value is None
+    assert "NUL character" in execution.errors[-1]["traceback"]
+
+
+def test_an_error_text_with_a_nul_or_a_lone_surrogate_is_stored_cleaned() -> None:
+    result = sample_tasks.raises_nul.enqueue()
+    assert run(result.id).reason == "retry"
+    execution = row(result.id)
+    assert execution.status == "READY" and execution.lease_worker_id is None
+    traceback = execution.errors[-1]["traceback"]
+    assert "a NUL \\x00 and a lone surrogate \\ud800" in traceback and "\x00" not in traceback
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "\ud800", {"key\x00": 1}])
+def test_enqueue_refuses_arguments_a_database_cannot_store(text: object) -> None:
+    with pytest.raises(ValueError, match=r"NUL character|lone surrogate"):
+        sample_tasks.echo.enqueue(text)
+    assert not TaskExecution.objects.exists()
+
+
+def test_saving_the_outcome_survives_one_dropped_connection() -> None:
+    """Issue 11 defect 6: the connection dies while the task runs; the outcome is still saved."""
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    result = sample_tasks.drops_its_connection.enqueue()
+    assert run(result.id) == AttemptOutcome(retry=False, status="SUCCESSFUL", reason="succeeded")
+    execution = row(result.id)
+    assert (execution.return_value, execution.attempts) == ("saved", 1)
+
+
+# --- Django's contract (issue 16) -------------------------------------------------------------------
+
+
+def test_worker_ids_record_the_worker_and_the_lease_is_kept_apart() -> None:
+    result = sample_tasks.report_context.enqueue()
+    claim = claim_execution(result.id)
+    assert isinstance(claim, Claim)
+    execution = row(result.id)
+    assert execution.worker_ids == [f"{socket.gethostname()}:{os.getpid()}"]
+    assert execution.lease_worker_id == claim.lease_id != execution.worker_ids[0]
+
+
+def test_an_attempt_given_back_is_not_counted_by_the_task_result() -> None:
+    result = sample_tasks.add.enqueue(1, 2)
+    claim = claim_execution(result.id)
+    assert isinstance(claim, Claim)
+    assert release_abandoned(row(result.id), RuntimeError("shutdown"), count_attempt=False) == "READY"
+    result.refresh()
+    assert result.attempts == row(result.id).attempts == 0
+    assert run(result.id).reason == "succeeded"
+    result.refresh()
+    assert result.attempts == row(result.id).attempts == 1
+
+
+# --- the shared heartbeat (issue 17; issue 11 defect 7) ---------------------------------------------
+
+
+def test_one_heartbeat_thread_renews_every_lease_the_process_holds(tmp_path) -> None:
+    with with_backend("heartbeat", heartbeat_interval_seconds=0.05, heartbeat_timeout_seconds=5):
+        directories = [tmp_path / "first", tmp_path / "second"]
+        results = []
+        for directory in directories:
+            directory.mkdir()
+            results.append(sample_tasks.sleep.using(backend="heartbeat").enqueue(str(directory), 3))
+
+        def deliver(result_id: str) -> None:
+            try:
+                run(result_id)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=deliver, args=(result.id,)) for result in results]
+        for thread in threads:
+            thread.start()
+        try:
+            deadline = time.monotonic() + sample_tasks.WAIT_LIMIT
+            while not all((directory / "started").exists() for directory in directories):
+                assert time.monotonic() < deadline, "the tasks did not start"
+                time.sleep(0.02)
+            first = {result.id: row(result.id).lease_expires_at for result in results}
+            # Both leases move forward while the tasks run ...
+            while not all(row(result.id).lease_expires_at > first[result.id] for result in results):
+                assert all(row(result.id).status == "RUNNING" for result in results), "renewed too late"
+                time.sleep(0.02)
+            # ... renewed by one thread for the whole process.
+            heartbeats = [thread for thread in threading.enumerate() if "heartbeat" in thread.name]
+            assert len(heartbeats) == 1
+        finally:
+            for thread in threads:
+                thread.join(sample_tasks.WAIT_LIMIT)
+    assert [row(result.id).status for result in results] == ["SUCCESSFUL", "SUCCESSFUL"]
+
+
+def test_a_delivery_claims_with_one_statement_and_records_with_one() -> None:
+    """Issue 17: no read-then-write on the push path (PostgreSQL and SQLite >= 3.35)."""
+    result = sample_tasks.add.enqueue(2, 3)
+    with CaptureQueriesContext(connections["default"]) as queries:
+        outcome = run(result.id, backend_alias="test-tasks")
+    assert outcome.reason == "succeeded"
+    statements = [query["sql"].split()[0].upper() for query in queries.captured_queries]
+    assert statements == ["UPDATE", "UPDATE"]
+    assert "RETURNING" in queries.captured_queries[0]["sql"].upper()

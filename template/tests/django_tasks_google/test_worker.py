@@ -80,7 +80,9 @@ def test_graceful_cancel_reaches_the_running_task(shared_worker: ManagedProcess,
     wait_for((markers / "noticed").exists, message="the task to notice its cancellation")
     row = TaskExecution.objects.get(pk=int(result.id))
     assert row.status == "FAILED" and row.cancelled_at is not None
-    assert row.return_value is None and row.errors == []
+    assert row.return_value is None and [error["exception_class_path"] for error in row.errors] == [
+        "django_tasks_google.base.TaskCancelled"
+    ]
 
 
 def test_force_cancel_raises_task_cancelled_error_in_the_task(

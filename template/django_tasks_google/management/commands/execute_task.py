@@ -6,6 +6,7 @@ non-zero only when the execution should be retried, so Cloud Run retries exactly
 
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -13,10 +14,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.tasks import TaskResultStatus
 from django.utils import timezone
 
-from django_tasks_google.executor import run_execution
+from django_tasks_google.executor import Outcome, run_execution
 from django_tasks_google.models import TaskExecution
 
-logger = logging.getLogger("django_tasks_google")
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -30,13 +31,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, execution_id: str, **options: Any) -> None:
         # Cloud Run counts attempts from 0; ours are 1-based. Absent (run by hand): the row counts.
+        # (Cloud Run retries a task at most 10 times, so a longer value is not Cloud Run's.)
         raw_attempt = os.environ.get("CLOUD_RUN_TASK_ATTEMPT")
         attempt = None
         if raw_attempt is not None:
-            try:
-                attempt = int(raw_attempt) + 1
-            except ValueError:
-                raise CommandError("CLOUD_RUN_TASK_ATTEMPT must be an integer") from None
+            if not re.fullmatch(r"[0-9]{1,9}", raw_attempt.strip()):
+                raise CommandError("CLOUD_RUN_TASK_ATTEMPT must be a non-negative integer below 10**9")
+            attempt = int(raw_attempt) + 1
         outcome = run_execution(
             execution_id, backend_alias=None, attempt=attempt, install_sigterm_handler=True
         )
@@ -44,7 +45,9 @@ class Command(BaseCommand):
         # is an earlier attempt's whose container was killed (out of memory, or still busy 10 s
         # after SIGTERM). Exiting now would use up the remaining retries within seconds and leave
         # the task RUNNING; that lease runs out by itself instead.
-        retry_blocked_by_dead_attempt = outcome.reason == "lease-held" and attempt is not None and attempt > 1
+        retry_blocked_by_dead_attempt = (
+            outcome.reason == Outcome.LEASE_HELD and attempt is not None and attempt > 1
+        )
         if retry_blocked_by_dead_attempt and wait_for_dead_lease(execution_id):
             outcome = run_execution(
                 execution_id, backend_alias=None, attempt=attempt, install_sigterm_handler=True

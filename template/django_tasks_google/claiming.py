@@ -1,0 +1,295 @@
+"""Taking the lease of an execution, and the compare-and-set guard every transition uses.
+
+The base of `TaskExecution.objects` (transitions.py adds the other transitions). Each write is
+conditional, atomic on every database without row locks: either "still held by this lease" or
+`as_read` ("nobody wrote the row since we read it"); the loser of a race changes nothing.
+
+The push path's common case is one statement: a READY, due execution is claimed by one
+`UPDATE ... RETURNING` (PostgreSQL, SQLite >= 3.35). Rarer cases (a lease to take over, a
+refusal, another database) read the row, then compare-and-set. An execution that may not run
+again (attempts.py) is marked FAILED at the claim, so it never stays READY with nobody to deliver it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections
+from django.db.models import QuerySet
+from django.tasks import TaskResultStatus
+from django.tasks.exceptions import InvalidTaskBackend
+from django.tasks.signals import task_finished
+from django.utils import timezone
+
+from . import attempts
+from .base import PermanentTaskError, TaskInterrupted
+from .identity import worker_identity
+from .outcomes import AttemptOutcome, Claim, Claimed, Outcome, answer
+from .serialization import error_entry
+from .signals import send_task_signal
+
+if TYPE_CHECKING:
+    from .backends.base import DjangoTasksGoogleBackend
+    from .base import DjangoTask
+    from .models import TaskExecution
+
+logger = logging.getLogger(__name__)
+
+READY = TaskResultStatus.READY
+RUNNING = TaskResultStatus.RUNNING
+FAILED = TaskResultStatus.FAILED
+SUCCESSFUL = TaskResultStatus.SUCCESSFUL
+FINISHED_STATUSES = (SUCCESSFUL, FAILED)
+# The history length used when an execution's backend cannot even be loaded.
+FALLBACK_HISTORY = 100
+
+
+def lease_expired_error(execution: TaskExecution) -> TaskInterrupted:
+    return TaskInterrupted(
+        f"Attempt {execution.attempts} stopped renewing its lease (expired at {execution.lease_expires_at}): "
+        "the process running it died or lost the database."
+    )
+
+
+def backend_of(execution: TaskExecution) -> DjangoTasksGoogleBackend | None:
+    try:
+        return execution.backend
+    except (InvalidTaskBackend, TypeError):
+        return None
+
+
+def send_finished(execution: TaskExecution, task: DjangoTask | None = None) -> None:
+    backend = backend_of(execution)
+    if backend is not None:
+        send_task_signal(task_finished, type(backend), execution.to_task_result(task))
+
+
+class ClaimingQuerySet(QuerySet["TaskExecution"]):
+    """The guard and the claim; see transitions.ExecutionQuerySet for the rest."""
+
+    # --- the compare-and-set guard ---------------------------------------------------------------
+
+    def as_read(self, execution: TaskExecution) -> ClaimingQuerySet:
+        """The row, only if nobody wrote it since `execution` was read.
+
+        Every claim changes attempts/last_attempted_at/lease, every heartbeat the lease expiry,
+        every transition the status, every dispatch the delivery names: matching all of them
+        proves the row is as it was read (no locks needed, SQLite included).
+        """
+        return self.filter(
+            pk=execution.pk,
+            status=execution.status,
+            attempts=execution.attempts,
+            lease_worker_id=execution.lease_worker_id,
+            lease_expires_at=execution.lease_expires_at,
+            last_attempted_at=execution.last_attempted_at,
+            cloud_task_name=execution.cloud_task_name,
+            cloud_run_job_execution_name=execution.cloud_run_job_execution_name,
+        )
+
+    def _set_as_read(self, execution: TaskExecution, **changes: Any) -> bool:
+        """Apply `changes` if the row is as read; on success `execution` reflects them."""
+        if not self.as_read(execution).update(**changes):
+            return False
+        for name, value in changes.items():
+            setattr(execution, name, value)
+        return True
+
+    def _held(self, execution_id: int, lease_id: str) -> ClaimingQuerySet:
+        return self.filter(pk=execution_id, lease_worker_id=lease_id, status=RUNNING)
+
+    # --- claim -----------------------------------------------------------------------------------
+
+    def claim(
+        self,
+        execution_id: int,
+        *,
+        backend: DjangoTasksGoogleBackend | None,
+        transport_attempt: int | None,
+    ) -> Claimed | AttemptOutcome:
+        """Take the lease of a due READY execution, or of a RUNNING one whose lease expired.
+
+        `backend`, when given, must be the row's. A refusal is returned as an AttemptOutcome; an
+        execution that may not run again (run_once, or no attempts left) is marked FAILED here, so
+        it never stays READY with nobody to deliver it.
+        """
+        now = timezone.now()
+        lease_id = uuid.uuid4().hex
+        if backend is not None:
+            execution = self._claim_ready(execution_id, backend, lease_id, now)
+            if execution is not None:
+                return self._claimed(execution, backend, lease_id, transport_attempt)
+        return self._claim_read(execution_id, backend, lease_id, now, transport_attempt)
+
+    def _claim_ready(
+        self, execution_id: int, backend: DjangoTasksGoogleBackend, lease_id: str, now: datetime
+    ) -> TaskExecution | None:
+        """The common case in one statement: a READY, due row whose history needs no clipping."""
+        connection = connections[self.db]
+        json_append = {
+            "postgresql": ("{w} = {w} || jsonb_build_array(%s::text)", "jsonb_array_length({w}) < %s"),
+            "sqlite": ("{w} = json_insert({w}, '$[#]', %s)", "json_array_length({w}) < %s"),
+        }.get(connection.vendor)
+        if json_append is None or (
+            connection.vendor == "sqlite" and not connection.features.can_return_rows_from_update
+        ):
+            return None
+        meta = self.model._meta
+        q = connection.ops.quote_name
+        column = {field.name: q(field.column) for field in meta.concrete_fields}
+        append, fits = (part.format(w=column["worker_ids"]) for part in json_append)
+        sql = (
+            f"UPDATE {q(meta.db_table)} SET {column['status']} = %s, {column['lease_worker_id']} = %s, "
+            f"{column['lease_expires_at']} = %s, {column['last_attempted_at']} = %s, "
+            f"{column['started_at']} = COALESCE({column['started_at']}, %s), "
+            f"{column['attempts']} = {column['attempts']} + 1, {append} "
+            f"WHERE {column['id']} = %s AND {column['status']} = %s AND {column['backend_alias']} = %s "
+            f"AND ({column['run_after']} IS NULL OR {column['run_after']} <= %s) "
+            f"AND ({column['max_attempts']} IS NULL OR {column['attempts']} < {column['max_attempts']}) "
+            f"AND {fits} RETURNING *"
+        )
+        params = [
+            RUNNING,
+            lease_id,
+            # Always set, heartbeat or not: an attempt that dies must not keep the task forever.
+            now + backend.heartbeat_timeout,
+            now,
+            now,
+            worker_identity(),
+            execution_id,
+            READY,
+            backend.alias,
+            now,
+            backend.max_history_entries,
+        ]
+        rows = list(self.model.objects.using(self.db).raw(sql, params))
+        return rows[0] if rows else None
+
+    def _claimed(
+        self,
+        execution: TaskExecution,
+        backend: DjangoTasksGoogleBackend,
+        lease_id: str,
+        transport_attempt: int | None,
+    ) -> Claimed | AttemptOutcome:
+        """Check a claim taken in one statement against what SQL could not (run_once, the
+        backend's limit), and give it up as FAILED if the policy refuses it."""
+        execution.attempts -= 1
+        refusal = attempts.refusal(execution, backend)
+        execution.attempts += 1
+        if refusal is not None:
+            changes = {
+                "status": FAILED,
+                "finished_at": timezone.now(),
+                "attempts": execution.attempts - 1,
+                "worker_ids": execution.worker_ids[:-1],
+                "errors": attempts.clip_history(
+                    [*execution.errors, error_entry(refusal)], backend.max_history_entries
+                ),
+                "lease_worker_id": None,
+                "lease_expires_at": None,
+            }
+            if not self._held(execution.pk, lease_id).update(**changes):
+                return answer(Outcome.LEASE_HELD, retry=True)
+            for name, value in changes.items():
+                setattr(execution, name, value)
+            logger.warning(
+                "Task %s (%s) FAILED without running: %s", execution.pk, execution.module_path, refusal
+            )
+            send_finished(execution)
+            return answer(Outcome.FAILED, FAILED)
+        number = attempts.attempt_number(execution.attempts - 1, transport_attempt)
+        claim = _claim_of(execution, lease_id, number, counted_by_row=transport_attempt is None)
+        return Claimed(claim, execution)
+
+    def _claim_read(
+        self,
+        execution_id: int,
+        backend: DjangoTasksGoogleBackend | None,
+        lease_id: str,
+        now: datetime,
+        transport_attempt: int | None,
+    ) -> Claimed | AttemptOutcome:
+        execution = self.filter(pk=execution_id).first()
+        if execution is None:
+            return answer(Outcome.NOT_FOUND)
+        if backend is not None and execution.backend_alias != backend.alias:
+            return answer(Outcome.BACKEND_MISMATCH, execution.status)
+        if execution.is_finished:
+            return answer(Outcome.FINISHED, execution.status)
+        if (
+            execution.status == RUNNING
+            and execution.lease_expires_at is not None
+            and execution.lease_expires_at > now
+        ):
+            # A live attempt holds it (a duplicate delivery): ask for redelivery later.
+            return answer(Outcome.LEASE_HELD, RUNNING, retry=True)
+        if execution.status == READY and execution.run_after is not None and execution.run_after > now:
+            # Delivered early (a caller, or a clock far off): the platform must deliver it again.
+            return answer(Outcome.NOT_DUE, READY, retry=True)
+        errors = list(execution.errors)
+        if execution.status == RUNNING:
+            # The holder stopped renewing its lease (crash, kill, lost database): record that attempt.
+            errors.append(error_entry(lease_expired_error(execution)))
+        own_backend = backend_of(execution)
+        if own_backend is None:
+            return self._fail_unrun(
+                execution,
+                errors,
+                PermanentTaskError(
+                    f"Task backend {execution.backend_alias!r} is not a django_tasks_google backend here."
+                ),
+                FALLBACK_HISTORY,
+            )
+        history = own_backend.max_history_entries
+        refusal = attempts.refusal(execution, own_backend)
+        if refusal is not None:
+            return self._fail_unrun(execution, errors, refusal, history)
+        claimed = self._set_as_read(
+            execution,
+            status=RUNNING,
+            lease_worker_id=lease_id,
+            lease_expires_at=now + own_backend.heartbeat_timeout,
+            last_attempted_at=now,
+            started_at=execution.started_at or now,
+            attempts=execution.attempts + 1,
+            worker_ids=attempts.clip_history([*execution.worker_ids, worker_identity()], history),
+            errors=attempts.clip_history(errors, history),
+        )
+        if not claimed:
+            # Someone else changed the row between our read and our write; they own it now.
+            return answer(Outcome.LEASE_HELD, retry=True)
+        number = attempts.attempt_number(execution.attempts - 1, transport_attempt)
+        return Claimed(
+            _claim_of(execution, lease_id, number, counted_by_row=transport_attempt is None), execution
+        )
+
+    def _fail_unrun(
+        self, execution: TaskExecution, errors: list[dict[str, str]], error: Exception, history: int
+    ) -> AttemptOutcome:
+        changed = self._set_as_read(
+            execution,
+            status=FAILED,
+            finished_at=timezone.now(),
+            errors=attempts.clip_history([*errors, error_entry(error)], history),
+            lease_worker_id=None,
+            lease_expires_at=None,
+        )
+        if not changed:
+            return answer(Outcome.LEASE_HELD, retry=True)
+        logger.warning("Task %s (%s) FAILED without running: %s", execution.pk, execution.module_path, error)
+        send_finished(execution)
+        return answer(Outcome.FAILED, FAILED)
+
+
+def _claim_of(execution: TaskExecution, lease_id: str, number: int, *, counted_by_row: bool) -> Claim:
+    return Claim(
+        execution_id=execution.pk,
+        lease_id=lease_id,
+        attempt=number,
+        counted_by_row=counted_by_row,
+        first_start=execution.started_at == execution.last_attempted_at,
+    )
