@@ -52,13 +52,24 @@ def render(dest: Path) -> None:
     subprocess.run([str(UV), "sync", "--quiet"], cwd=dest, env=service_env(), check=True)
 
 
-def run_inside(project: Path, script: str, args: Sequence[str], *, database_url: str | None = None) -> dict:
-    """Run `bench/inside/<script>` with the service's interpreter; return the JSON it prints last."""
+def run_inside(
+    project: Path,
+    script: str,
+    args: Sequence[str],
+    *,
+    database_url: str | None = None,
+    app_path: Path | None = None,
+) -> dict:
+    """Run `bench/inside/<script>` with the service's interpreter; return the JSON it prints last.
+
+    `app_path`: a directory holding another `django_tasks_google` to import instead of the project's.
+    """
     env = service_env() | {
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "TASKS_TARGET": "local",
         "GRPC_VERBOSITY": "ERROR",
-        "PYTHONPATH": str(project),  # config, the vendored app, the sample tasks, tests.fakes
+        # config, the vendored app, the sample tasks, tests.fakes (another vendored app first)
+        "PYTHONPATH": ":".join([*([str(app_path)] if app_path else []), str(project)]),
         # Its own database file: a reused project's db.sqlite3 stays untouched.
         "DATABASE_URL": database_url or f"sqlite:///{project / 'bench.sqlite3'}",
     }
