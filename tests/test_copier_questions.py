@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import copier
 import pytest
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-from .conftest import QUESTIONS, ROOT, Render
+from .conftest import BASE_ANSWERS, QUESTIONS, ROOT, TEMPLATE_TAG, Render
 
 ASKED = {name: spec for name, spec in QUESTIONS.items() if not name.startswith("_")}
 
@@ -196,3 +197,51 @@ def test_unknown_choice_is_refused(render: Render, tmp_path: Path, question: str
 def test_boundary_answers_are_accepted(render: Render, tmp_path: Path, question: str, value: str) -> None:
     dst = render(tmp_path / "service", **{"service_name": "orders", question: value})
     assert yaml.safe_load((dst / ".copier-answers.yml").read_text())[question] == value
+
+
+@pytest.mark.parametrize(
+    ("answers", "steps"),
+    [
+        (
+            {"database": "postgres", "google_backends": ["cloud_tasks", "cloud_scheduler"]},
+            [
+                "docker compose up -d db",
+                "migrate",
+                "createsuperuser",
+                "sync_scheduled_tasks",
+                "run_tasks",
+                "runserver",
+            ],
+        ),
+        (
+            {"database": "sqlite", "google_backends": ["cloud_run_jobs"]},
+            ["migrate", "createsuperuser", "run_tasks", "runserver"],
+        ),
+    ],
+    ids=["postgres-scheduler", "sqlite-jobs"],
+)
+def test_next_steps_follow_the_answers(
+    template_repo: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    answers: dict[str, Any],
+    steps: list[str],
+) -> None:
+    """Every step the project needs, in order, and none it does not (no database to start for SQLite)."""
+    copier.run_copy(
+        str(template_repo),
+        tmp_path / "service",
+        data={**BASE_ANSWERS, **answers},
+        vcs_ref=TEMPLATE_TAG,
+        defaults=True,
+        unsafe=True,
+        skip_tasks=True,
+    )
+    output = capfd.readouterr()
+    message = (output.out + output.err).split("Next steps:", 1)[1]
+    commands = [
+        line.split("#")[0].strip() for line in message.splitlines() if "manage.py" in line or "docker" in line
+    ]
+    shown = [command.removeprefix("uv run python manage.py ") for command in commands]
+    assert [step for step in shown if step in steps or step.startswith("docker")] == steps
+    assert len(shown) == len(steps), shown
