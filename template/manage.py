@@ -48,7 +48,7 @@ def unreachable_database() -> str | None:
         url = url._replace(netloc=credentials.partition(":")[0] + ":***" + at + host)
     hint = "set DATABASE_URL (in .env or the environment) to a reachable database"
     if url.scheme.startswith("postgres") and (BASE_DIR / "compose.yaml").is_file():
-        hint = "start the local one with `docker compose up -d db`, or " + hint
+        hint = "start the local one with `docker compose up -d --wait db`, or " + hint
     return f"Cannot reach the database {urlunsplit(url)} ({reason}): {hint}."
 
 

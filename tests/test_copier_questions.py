@@ -205,7 +205,7 @@ def test_boundary_answers_are_accepted(render: Render, tmp_path: Path, question:
         (
             {"database": "postgres", "google_backends": ["cloud_tasks", "cloud_scheduler"]},
             [
-                "docker compose up -d db",
+                "docker compose up -d --wait db",
                 "migrate",
                 "createsuperuser",
                 "sync_scheduled_tasks",

@@ -40,4 +40,4 @@ def test_an_unreachable_database_is_one_clear_line(refused_url: str, command: li
     assert "Connection refused" in line
     assert "set DATABASE_URL" in line
     # The compose hint only where the project has a compose.yaml (PostgreSQL projects).
-    assert ("docker compose up -d db" in line) == (PROJECT_ROOT / "compose.yaml").is_file()
+    assert ("docker compose up -d --wait db" in line) == (PROJECT_ROOT / "compose.yaml").is_file()
