@@ -250,8 +250,8 @@ def test_changed_answer_rerenders_dependent_files(render: Render, tpl: Path, tmp
     update(project, {"database": "sqlite"}, vcs_ref=copier.VcsRef.CURRENT)
 
     settings = (project / SETTINGS).read_text()
-    assert 'DEFAULT_DATABASE_URL = f"sqlite:///' in settings
-    assert "postgres://localhost/" not in settings
+    assert 'DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///' in settings
+    assert "postgres://postgres:postgres@localhost" not in settings
     assert settings.endswith(LOCAL_SETTING)
     pyproject = (project / "pyproject.toml").read_text()
     dependencies = pyproject.split("[dependency-groups]")[0]
