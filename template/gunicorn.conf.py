@@ -42,4 +42,21 @@ accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
+# On Cloud Run gunicorn's own records are JSON lines like the application's (config/cloud_logging.py;
+# the same rule as LOG_FORMAT in config/settings.py), and the access log is off: Cloud Run's request
+# log already has every request, with its status and latency.
+if os.environ.get("DJANGO_LOG_FORMAT", "json" if os.environ.get("K_SERVICE") else "plain") == "json":
+    accesslog = None
+    logconfig_dict = {
+        "root": {"level": "INFO", "handlers": ["json"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["json"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
+        },
+        "handlers": {
+            "json": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}
+        },
+        "formatters": {"json": {"()": "config.cloud_logging.CloudLoggingFormatter"}},
+    }
+
 # No preload_app: gRPC channels of the Google clients must be created after the fork, in each worker.

@@ -1,19 +1,26 @@
-"""Settings for the test suite: local tasks, a fixed secret, SQLite unless DATABASE_URL says otherwise.
+"""Settings for the test suite: local tasks, and the database `manage.py` would use.
 
-pytest-django imports settings before any conftest runs, so test defaults live here.
+pytest-django imports settings before any conftest runs, so test defaults live here. The database
+is the project's own (DATABASE_URL from the environment or `.env`, else the settings' default), so
+a PostgreSQL project is tested on PostgreSQL; pytest-django creates `test_<name>` next to it (one per
+pytest-xdist worker, `test_<name>_gw0`, ...).
 """
 
 import os
+from pathlib import Path
+
+from manage import load_local_env
 
 os.environ.setdefault("DJANGO_DEBUG", "true")
 os.environ.setdefault("TASKS_TARGET", "local")
-os.environ.setdefault("DATABASE_URL", "sqlite:///test.sqlite3")
+load_local_env(Path(__file__).resolve().parent.parent / ".env")
 
-from config.settings import *  # noqa: F403
-from config.settings import BASE_DIR, DATABASES
+from config.settings import *  # noqa: E402, F403
+from config.settings import BASE_DIR, DATABASES  # noqa: E402
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A file, not ":memory:", so worker subprocesses started by tests see the same database.
+    # A file, not ":memory:", so worker subprocesses started by tests see the same database
+    # (pytest-django appends the xdist worker's name to it: one file per worker).
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
 
 # Extra local backends for the vendored app's tests (tests/django_tasks_google/): short heartbeats,
@@ -45,6 +52,12 @@ TASKS = {
 }
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# pytest-django runs tests with DEBUG off, and WhiteNoise's AUTOREFRESH and USE_FINDERS default to
+# DEBUG: it would then look for `collectstatic` output in STATIC_ROOT, which only the image build
+# creates, and warn "No directory at" each time its middleware starts. Serve from the apps' static
+# directories instead, as during development.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
