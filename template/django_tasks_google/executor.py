@@ -32,6 +32,7 @@ from .backends.base import DjangoTasksGoogleBackend
 from .base import PermanentTaskError, TaskCancelledError, TaskContext, TaskInterrupted, TaskTimeout
 from .claiming import lease_expired_error
 from .heartbeat import heartbeat
+from .log_context import task_attempt
 from .models import TaskExecution
 from .outcomes import AttemptOutcome, Claim, Claimed, Outcome
 from .serialization import json_round_trip
@@ -118,7 +119,9 @@ def run_claimed(
     if execution is None or execution.is_finished or execution.lease_worker_id != claim.lease_id:
         # Cancelled (or taken over) between the claim and the start.
         return TaskExecution.objects.lost(claim)
-    return _Attempt(claim, execution).run(install_sigterm_handler, cancel_signal)
+    # Every record logged during the attempt carries its labels (execution, task, attempt).
+    with task_attempt(execution.pk, execution.module_path, claim.attempt):
+        return _Attempt(claim, execution).run(install_sigterm_handler, cancel_signal)
 
 
 class _Attempt:

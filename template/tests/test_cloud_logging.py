@@ -218,10 +218,6 @@ def test_a_failing_task_logs_one_json_entry_per_record(
     assert all(entry[TRACE_FIELD] == error[TRACE_FIELD] for entry in entries)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor.py does not enter django_tasks_google.log_context.task_attempt() yet",
-)
 @pytest.mark.django_db(transaction=True)
 def test_a_task_attempt_labels_its_records(
     settings: Any,
