@@ -74,15 +74,19 @@ class TaskExecution(models.Model):
 
     cancelled_at = models.DateTimeField(null=True)
     force_cancel = models.BooleanField(default=False)
+    # Set on the copy that the admin's Retry enqueues, so each links to the other.
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
 
     # The attempt holding the lease may write the row; the lease always expires, so a crashed
     # holder never blocks the task for longer than heartbeat_timeout_seconds.
-    lease_worker_id = models.TextField(null=True)  # noqa: DJ001 (NULL = no lease; the published schema)
+    lease_worker_id = models.TextField(null=True)
     lease_expires_at = models.DateTimeField(null=True)
 
     # NULL, not "", while unknown: the columns are unique (and the published schema has them so).
-    cloud_task_name = models.TextField(null=True, unique=True)  # noqa: DJ001
-    cloud_run_job_execution_name = models.TextField(null=True, unique=True)  # noqa: DJ001
+    cloud_task_name = models.TextField(null=True, unique=True)
+    cloud_run_job_execution_name = models.TextField(null=True, unique=True)
 
     class Meta:
         indexes = (
@@ -214,8 +218,8 @@ class ScheduledTask(models.Model):
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     # NULL while unknown (unique column; the published schema has them so).
-    cloud_scheduler_job_name = models.TextField(null=True, unique=True)  # noqa: DJ001
-    idempotency_key = models.TextField(null=True)  # noqa: DJ001
+    cloud_scheduler_job_name = models.TextField(null=True, unique=True)
+    idempotency_key = models.TextField(null=True)
     # Written by settings.SCHEDULED_TASKS through `manage.py sync_scheduled_tasks` (which also
     # deletes it, with --prune, once the setting no longer declares it).
     declared = models.BooleanField(

@@ -264,7 +264,7 @@ def test_executions_list_filters_and_search(admin_client: Client, sample_task_pa
     enqueued(sample_tasks.echo, "x", status="SUCCESSFUL")
     notification = enqueued(import_string(sample_task_path), 7)
 
-    by_status = admin_client.get(EXECUTIONS_URL, {"status__exact": "FAILED"})
+    by_status = admin_client.get(EXECUTIONS_URL, {"state": "failed"})
     assert [row.pk for row in by_status.context["cl"].result_list] == [failed.pk]
     by_task = admin_client.get(EXECUTIONS_URL, {"module_path": sample_task_path})
     assert [row.pk for row in by_task.context["cl"].result_list] == [notification.pk]
@@ -295,8 +295,9 @@ def test_execution_detail_is_read_only_and_formatted(admin_client: Client) -> No
     assert response.status_code == 200
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "<strong>builtins.ValueError</strong>" in html
-    assert "ValueError: &lt;bad&gt;" in html
+    assert "<strong>ValueError</strong>: &lt;bad&gt;" in html  # the message first
+    assert "<details><summary>Traceback (builtins.ValueError)</summary>" in html  # collapsed
+    assert "ValueError: &lt;bad&gt;</pre>" in html
     assert "&quot;total&quot;: 3" in html
     assert 'name="_save"' not in html  # view only
     assert admin_client.get(reverse("admin:django_tasks_google_taskexecution_add")).status_code == 403

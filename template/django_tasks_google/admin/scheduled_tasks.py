@@ -1,19 +1,14 @@
-"""The operators' view: scheduled tasks (edited in sync with Cloud Scheduler) and task executions.
+"""Scheduled tasks in the admin: definitions edited in sync with Cloud Scheduler.
 
-Scheduled tasks: add, edit and delete go through ``scheduler.save_scheduled_task`` /
-``delete_scheduled_task``, so the database and Cloud Scheduler change together or not at all. When
-Cloud Scheduler refuses, the admin's transaction is rolled back, the error is shown as a message
-and the form is shown again with the input kept. Actions: run now, sync, enable, disable.
-
-Task executions are read-only (they are the task framework's record): filters, search, formatted
-arguments / result / errors, and the actions cancel, force cancel and retry (a FAILED execution is
-re-enqueued as a new execution through its backend, like ``.enqueue()``).
+Add, edit and delete go through ``scheduler.save_scheduled_task`` / ``delete_scheduled_task``, so
+the database and Cloud Scheduler change together or not at all. When Cloud Scheduler refuses, the
+admin's transaction is rolled back, the error is shown as a message and the form is shown again
+with the input kept. Actions: run now, sync, enable, disable.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from typing import Any
 
@@ -23,17 +18,17 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.tasks import TaskResultStatus, task_backends
+from django.tasks import task_backends
 from django.tasks.exceptions import InvalidTask
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from .backends.base import DjangoTasksGoogleBackend
-from .base import DjangoTask, build_task_unvalidated, task_fields
-from .models import ScheduledTask, ScheduledTaskFiring, TaskExecution
-from .scheduler import (
+from ..backends.base import DjangoTasksGoogleBackend
+from ..base import DjangoTask
+from ..models import ScheduledTask
+from ..scheduler import (
     SchedulerSyncError,
     delete_scheduled_task,
     next_slot,
@@ -44,8 +39,6 @@ from .scheduler import (
 )
 
 logger = logging.getLogger("django_tasks_google")
-
-# --- Scheduled tasks ---------------------------------------------------------------------------------
 
 
 def discovered_tasks() -> list[tuple[str, str]]:
@@ -356,241 +349,3 @@ class ScheduledTaskAdmin(admin.ModelAdmin):
                 self.message_user(request, f"'{scheduled.name}' is unchanged: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"'{scheduled.name}' is {state} now", messages.SUCCESS)
-
-
-# --- Task executions ---------------------------------------------------------------------------------
-# The filters list their values from settings and code, not with SELECT DISTINCT over a table that
-# only grows.
-
-
-class ChoicesFilter(admin.SimpleListFilter):
-    field: str
-
-    def choices_for(self) -> list[tuple[str, str]]:
-        raise NotImplementedError
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return self.choices_for()
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(**{self.field: value}) if value else queryset
-
-
-class TaskFilter(ChoicesFilter):
-    title = "task"
-    parameter_name = field = "module_path"
-
-    def choices_for(self) -> list[tuple[str, str]]:
-        return [(path, path.rsplit(".", 1)[-1]) for path, _label in discovered_tasks()]
-
-
-class BackendFilter(ChoicesFilter):
-    title = "backend"
-    parameter_name = field = "backend_alias"
-
-    def choices_for(self) -> list[tuple[str, str]]:
-        return [(alias, alias) for alias in task_backends.settings]
-
-
-class QueueFilter(ChoicesFilter):
-    title = "queue"
-    parameter_name = field = "queue_name"
-
-    def choices_for(self) -> list[tuple[str, str]]:
-        queues = {queue for config in task_backends.settings.values() for queue in config.get("QUEUES", [])}
-        return [(queue, queue) for queue in sorted(queues)]
-
-
-def pretty_json(value: Any) -> SafeString:
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-    return format_html('<pre style="margin:0; white-space:pre-wrap">{}</pre>', text)
-
-
-@admin.register(TaskExecution)
-class TaskExecutionAdmin(admin.ModelAdmin):
-    list_display = (
-        "id",
-        "status",
-        "module_path",
-        "backend_alias",
-        "queue_name",
-        "attempts",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
-    )
-    list_filter = ("status", BackendFilter, QueueFilter, TaskFilter)
-    search_fields = ("=id", "module_path", "cloud_task_name", "cloud_run_job_execution_name")
-    show_full_result_count = False  # no COUNT(*) of the whole table next to every filtered count
-    date_hierarchy = "enqueued_at"
-    ordering = ("-enqueued_at",)
-    actions = ("cancel_action", "force_cancel_action", "retry_action")
-    fieldsets = (
-        (
-            "Task",
-            {
-                "fields": (
-                    "module_path",
-                    "backend_alias",
-                    "queue_name",
-                    "priority",
-                    "takes_context",
-                    "run_after",
-                    "timeout",
-                    "arguments",
-                    "keyword_arguments",
-                    "scheduled_by",
-                )
-            },
-        ),
-        (
-            "State",
-            {
-                "fields": (
-                    "status",
-                    "attempts",
-                    "max_attempts",
-                    "enqueued_at",
-                    "started_at",
-                    "last_attempted_at",
-                    "finished_at",
-                    "cancelled_at",
-                    "force_cancel",
-                )
-            },
-        ),
-        ("Result", {"fields": ("result", "formatted_errors")}),
-        ("Workers", {"fields": ("worker_ids", "lease_worker_id", "lease_expires_at")}),
-        ("Google Cloud", {"fields": ("cloud_task_name", "cloud_run_job_execution_name")}),
-    )
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # a record of what ran: view only; the actions below are the ways to act on it
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        """Cancel and retry need the model's change permission (the form itself stays read-only)."""
-        return request.user.has_perm("django_tasks_google.change_taskexecution")
-
-    @admin.display(description="Arguments")
-    def arguments(self, execution: TaskExecution) -> SafeString:
-        return pretty_json(execution.args)
-
-    @admin.display(description="Keyword arguments")
-    def keyword_arguments(self, execution: TaskExecution) -> SafeString:
-        return pretty_json(execution.kwargs)
-
-    @admin.display(description="Return value")
-    def result(self, execution: TaskExecution) -> SafeString:
-        return pretty_json(execution.return_value)
-
-    @admin.display(description="Errors")
-    def formatted_errors(self, execution: TaskExecution) -> SafeString | str:
-        if not execution.errors:
-            return "No errors"
-        return format_html_join(
-            "",
-            '<p><strong>{}</strong></p><pre style="white-space:pre-wrap">{}</pre>',
-            ((error["exception_class_path"], error["traceback"]) for error in execution.errors),
-        )
-
-    @admin.display(description="Fired by")
-    def scheduled_by(self, execution: TaskExecution) -> SafeString | str:
-        firing = (
-            ScheduledTaskFiring.objects.filter(task_execution=execution)
-            .select_related("scheduled_task")
-            .first()
-        )
-        if firing is None:
-            return "-"
-        url = reverse("admin:django_tasks_google_scheduledtask_change", args=[firing.scheduled_task_id])
-        return format_html(
-            '<a href="{}">{}</a> ({}, slot {})',
-            url,
-            firing.scheduled_task.name,
-            firing.get_source_display(),
-            firing.scheduled_for,
-        )
-
-    # Actions.
-
-    @admin.action(description="Cancel selected executions", permissions=["operate"])
-    def cancel_action(self, request: HttpRequest, queryset: QuerySet[TaskExecution]) -> None:
-        self._cancel(request, queryset, force=False)
-
-    @admin.action(
-        description="Force cancel selected executions (stop the running process)", permissions=["operate"]
-    )
-    def force_cancel_action(self, request: HttpRequest, queryset: QuerySet[TaskExecution]) -> None:
-        self._cancel(request, queryset, force=True)
-
-    def _cancel(self, request: HttpRequest, queryset: QuerySet[TaskExecution], *, force: bool) -> None:
-        cancelled, finished, unsupported, failed = [], [], [], []
-        for execution in queryset:
-            if execution.is_finished:
-                finished.append(execution.pk)
-                continue
-            try:
-                if force and not execution.backend.supports_force_cancel:
-                    unsupported.append(execution.pk)
-                    continue
-                (cancelled if execution.cancel(force=force) else finished).append(execution.pk)
-            except Exception:
-                failed.append(execution.pk)
-                logger.exception("Could not cancel execution %s", execution.pk)
-        if cancelled:
-            self.message_user(request, f"Cancelled {len(cancelled)} execution(s)", messages.SUCCESS)
-        if finished:
-            self.message_user(
-                request, f"Skipped {len(finished)} already-finished execution(s)", messages.WARNING
-            )
-        if unsupported:
-            self.message_user(
-                request,
-                f"Force cancel is not supported by the backend of execution(s): {_ids(unsupported)}",
-                messages.WARNING,
-            )
-        if failed:
-            self.message_user(request, f"Failed to cancel execution(s): {_ids(failed)}", messages.ERROR)
-
-    @admin.action(description="Retry selected failed executions (enqueue a copy)", permissions=["operate"])
-    def retry_action(self, request: HttpRequest, queryset: QuerySet[TaskExecution]) -> None:
-        retried, skipped, failed = [], [], []
-        for execution in queryset:
-            if execution.status != TaskResultStatus.FAILED:
-                skipped.append(execution.pk)
-                continue
-            try:
-                result = _enqueue_copy(execution)
-            except Exception as exc:
-                failed.append(f"{execution.pk} ({exc})")
-                continue
-            retried.append(f"{execution.pk} → {result.id}")
-        if retried:
-            self.message_user(
-                request, f"Re-enqueued {len(retried)} execution(s): {', '.join(retried)}", messages.SUCCESS
-            )
-        if skipped:
-            self.message_user(
-                request, f"Skipped {len(skipped)} execution(s) that have not failed", messages.WARNING
-            )
-        if failed:
-            self.message_user(request, f"Could not retry: {'; '.join(failed)}", messages.ERROR)
-
-
-def _enqueue_copy(execution: TaskExecution) -> Any:
-    """Enqueue the execution's task with its arguments again, through its backend's pipeline."""
-    stored = execution.task
-    # Validated afresh by enqueue(); run_after is dropped: a retry should run now.
-    task = build_task_unvalidated(type(stored), **{**task_fields(stored), "run_after": None})
-    return task_backends[execution.backend_alias].enqueue(task, execution.args, execution.kwargs)
-
-
-def _ids(ids: list[int]) -> str:
-    return ", ".join(str(pk) for pk in ids)
