@@ -81,12 +81,12 @@ class TaskExecution(models.Model):
 
     # The attempt holding the lease may write the row; the lease always expires, so a crashed
     # holder never blocks the task for longer than heartbeat_timeout_seconds.
-    lease_worker_id = models.TextField(null=True)
+    lease_worker_id = models.TextField(null=True)  # noqa: DJ001 (NULL = no lease; the published schema)
     lease_expires_at = models.DateTimeField(null=True)
 
     # NULL, not "", while unknown: the columns are unique (and the published schema has them so).
-    cloud_task_name = models.TextField(null=True, unique=True)
-    cloud_run_job_execution_name = models.TextField(null=True, unique=True)
+    cloud_task_name = models.TextField(null=True, unique=True)  # noqa: DJ001
+    cloud_run_job_execution_name = models.TextField(null=True, unique=True)  # noqa: DJ001
 
     class Meta:
         indexes = (
@@ -218,8 +218,8 @@ class ScheduledTask(models.Model):
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     # NULL while unknown (unique column; the published schema has them so).
-    cloud_scheduler_job_name = models.TextField(null=True, unique=True)
-    idempotency_key = models.TextField(null=True)
+    cloud_scheduler_job_name = models.TextField(null=True, unique=True)  # noqa: DJ001
+    idempotency_key = models.TextField(null=True)  # noqa: DJ001
     # Written by settings.SCHEDULED_TASKS through `manage.py sync_scheduled_tasks` (which also
     # deletes it, with --prune, once the setting no longer declares it).
     declared = models.BooleanField(

@@ -14,10 +14,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+
 from django_tasks_google.execution_states import ExecutionState, with_state
 from django_tasks_google.models import ScheduledTaskFiring, TaskExecution
 from django_tasks_google.scheduler import schedule_task
-
 from tests.django_tasks_google import sample_tasks
 
 pytestmark = pytest.mark.django_db
