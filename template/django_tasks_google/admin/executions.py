@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -59,10 +60,8 @@ class TaskExecutionAdmin(admin.ModelAdmin):
         "id",
         "state_badge",
         "task_name",
-        "where",
         "attempts_of_max",
-        "enqueued",
-        "started",
+        "enqueued_short",
         "took",
         "last_error",
     )
@@ -128,14 +127,16 @@ class TaskExecutionAdmin(admin.ModelAdmin):
         state = state_of(execution)
         return format_html('<span class="dtg-badge dtg-{}">{}</span>', state.value, state.label)
 
-    @admin.display(description="Task", ordering="module_path")
+    @admin.display(description="Task · backend / queue", ordering="module_path")
     def task_name(self, execution: TaskExecution) -> SafeString:
         module, _dot, name = execution.module_path.rpartition(".")
-        return format_html('<span title="{}">{}</span>', execution.module_path, name or module)
-
-    @admin.display(description="Backend / queue")
-    def where(self, execution: TaskExecution) -> str:
-        return f"{execution.backend_alias} / {execution.queue_name}"
+        return format_html(
+            '<span title="{}">{}</span><div class="dtg-where">{} / {}</div>',
+            execution.module_path,
+            name or module,
+            execution.backend_alias,
+            execution.queue_name,
+        )
 
     @admin.display(description="Attempts")
     def attempts_of_max(self, execution: TaskExecution) -> str:
@@ -145,6 +146,10 @@ class TaskExecutionAdmin(admin.ModelAdmin):
     @admin.display(description="Enqueued", ordering="enqueued_at")
     def enqueued(self, execution: TaskExecution) -> str:
         return local_time(execution.enqueued_at)
+
+    @admin.display(description=f"Enqueued ({settings.TIME_ZONE})", ordering="enqueued_at")
+    def enqueued_short(self, execution: TaskExecution) -> str:
+        return timezone.localtime(execution.enqueued_at).strftime("%b %d, %H:%M")
 
     @admin.display(description="Started", ordering="started_at")
     def started(self, execution: TaskExecution) -> str:
@@ -159,8 +164,10 @@ class TaskExecutionAdmin(admin.ModelAdmin):
         return local_time(execution.cancelled_at)
 
     @admin.display(description="Duration")
-    def took(self, execution: TaskExecution) -> str:
-        return duration(execution)
+    def took(self, execution: TaskExecution) -> SafeString:
+        return format_html(
+            '<span title="Started {}">{}</span>', local_time(execution.started_at), duration(execution)
+        )
 
     @admin.display(description="Last error")
     def last_error(self, execution: TaskExecution) -> SafeString | str:
