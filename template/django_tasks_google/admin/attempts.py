@@ -14,18 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from django.tasks import TaskResultStatus
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from ..models import TaskExecution
-
-
-def local_time(moment: datetime | None) -> str:
-    """One format and one zone (the site's TIME_ZONE, named) for every time the console shows."""
-    if moment is None:
-        return "-"
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")
+from .times import local_time
 
 
 def error_message(entry: dict[str, Any]) -> str:

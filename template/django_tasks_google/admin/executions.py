@@ -27,8 +27,9 @@ from django.views.decorators.http import require_POST
 from ..execution_states import ExecutionState, with_state
 from ..models import ScheduledTaskFiring, TaskExecution
 from . import operations
-from .attempts import error_summary, local_time, render_timeline
+from .attempts import error_summary, render_timeline
 from .filters import BackendFilter, QueueFilter, StateFilter, TaskFilter
+from .times import local_time
 
 
 def pretty_json(value: Any) -> SafeString:

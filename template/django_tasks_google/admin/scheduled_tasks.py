@@ -37,6 +37,7 @@ from ..scheduler import (
     sync_scheduled_task,
     validate_scheduled_task,
 )
+from .times import local_time
 
 logger = logging.getLogger("django_tasks_google")
 
@@ -67,12 +68,19 @@ def backend_choices() -> list[tuple[str, str]]:
     return choices
 
 
+class TaskPathInput(forms.TextInput):
+    """One field to pick the task: type a module path, or pick one the installed apps define."""
+
+    template_name = "django_tasks_google/widgets/task_path.html"
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        context["widget"]["attrs"]["list"] = f"{context['widget']['attrs']['id']}_tasks"
+        context["widget"]["tasks"] = discovered_tasks()
+        return context
+
+
 class ScheduledTaskForm(forms.ModelForm):
-    task_selector = forms.ChoiceField(
-        required=False,
-        label="Task",
-        help_text="A task found in the installed apps' tasks modules; or enter its module path below.",
-    )
     takes_context = forms.NullBooleanField(
         required=False,
         widget=forms.NullBooleanSelect,
@@ -89,7 +97,6 @@ class ScheduledTaskForm(forms.ModelForm):
             "backend_alias",
             "queue_name",
             "priority",
-            "run_after",
             "takes_context",
             "args",
             "kwargs",
@@ -99,12 +106,14 @@ class ScheduledTaskForm(forms.ModelForm):
         widgets = {  # noqa: RUF012 (Django's Meta API)
             "name": forms.TextInput(attrs={"size": 60}),
             "description": forms.Textarea(attrs={"rows": 2}),
-            "module_path": forms.TextInput(attrs={"size": 60}),
+            "module_path": TaskPathInput(attrs={"size": 60}),
             "queue_name": forms.TextInput(),
             "schedule": forms.TextInput(attrs={"placeholder": "*/15 * * * *"}),
             "time_zone": forms.TextInput(attrs={"placeholder": "UTC"}),
         }
+        labels = {"module_path": "Task"}  # noqa: RUF012
         help_texts = {  # noqa: RUF012
+            "module_path": "Its module path; the field suggests the tasks the installed apps define.",
             "name": "Letters, digits, '-' and '_'; it becomes the Cloud Scheduler job id.",
             "schedule": "Unix cron: minute hour day-of-month month day-of-week, e.g. '0 */3 * * *'.",
             "time_zone": "A tz database name, e.g. 'UTC' or 'Europe/Amsterdam'; the schedule is read in it.",
@@ -115,24 +124,12 @@ class ScheduledTaskForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["task_selector"].choices = [("", "--- Enter a module path ---"), *discovered_tasks()]
-        self.fields["module_path"].required = False
+        if "backend_alias" not in self.fields:
+            return  # the read-only page of a declared schedule: no editable fields
         self.fields["backend_alias"] = forms.ChoiceField(
             choices=backend_choices(), required=False, label="Backend"
         )
         self.fields["queue_name"].required = False
-        if self.instance.module_path in dict(self.fields["task_selector"].choices):
-            self.initial.setdefault("task_selector", self.instance.module_path)
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        selected = cleaned.get("task_selector")
-        if selected:
-            cleaned["module_path"] = selected
-            self.instance.module_path = selected
-        elif not cleaned.get("module_path"):
-            raise ValidationError("Either task selector or module path must be set")
-        return cleaned
 
     def _post_clean(self) -> None:
         super()._post_clean()  # copies the cleaned data onto the instance
@@ -172,35 +169,45 @@ class ScheduledTaskAdmin(admin.ModelAdmin):
         "recent_firings",
         "idempotency_key",
         "declared",
-        "created_at",
-        "updated_at",
+        "created",
+        "updated",
+        "run_after",
     )
-    fieldsets = (
-        ("General", {"fields": ("name", "description", "state", "declared")}),
-        (
-            "Task",
-            {
-                "fields": (
-                    "task_selector",
-                    "module_path",
-                    "backend_alias",
-                    "queue_name",
-                    "priority",
-                    "run_after",
-                    "takes_context",
-                )
-            },
-        ),
-        (
-            "Arguments",
-            {"fields": ("args", "kwargs"), "description": "JSON formatted arguments for the task."},
-        ),
-        ("Schedule", {"fields": ("schedule", "time_zone", "next_run", "recent_firings")}),
-        (
-            "Cloud Scheduler",
-            {"fields": ("cloud_scheduler_job_name", "idempotency_key", "created_at", "updated_at")},
-        ),
-    )
+
+    class Media:
+        css = {"all": ("django_tasks_google/admin.css",)}  # noqa: RUF012 (Django's Media API)
+
+    def get_fieldsets(self, request: HttpRequest, obj: ScheduledTask | None = None) -> Any:
+        task = ["module_path", "backend_alias", "queue_name", "priority", "takes_context"]
+        if obj is not None and obj.run_after is not None:
+            task.append("run_after")  # the published package's field: shown, never offered
+        fieldsets: list[Any] = [
+            ("General", {"fields": ("name", "description", "state", "declared", "created", "updated")}),
+            ("Task", {"fields": task}),
+            ("Arguments", {"fields": ("args", "kwargs"), "description": "JSON, passed to the task."}),
+            ("Schedule", {"fields": ("schedule", "time_zone", "next_run", "recent_firings")}),
+        ]
+        if obj is not None and obj.cloud_scheduler_job_name:
+            fieldsets.append(("Cloud Scheduler", {"fields": ("cloud_scheduler_job_name", "idempotency_key")}))
+        return fieldsets
+
+    def has_change_permission(self, request: HttpRequest, obj: ScheduledTask | None = None) -> bool:
+        if obj is not None and obj.declared:
+            return False  # settings.SCHEDULED_TASKS owns it: the next sync would overwrite an edit
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ScheduledTask | None = None) -> bool:
+        if obj is not None and obj.declared:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.display(description="Created")
+    def created(self, scheduled: ScheduledTask) -> str:
+        return local_time(scheduled.created_at)
+
+    @admin.display(description="Changed")
+    def updated(self, scheduled: ScheduledTask) -> str:
+        return local_time(scheduled.updated_at)
 
     @admin.display(description="Next run")
     def next_run(self, scheduled: ScheduledTask) -> str:
@@ -210,7 +217,7 @@ class ScheduledTaskAdmin(admin.ModelAdmin):
             slot = next_slot(scheduled.schedule, scheduled.time_zone, timezone.now())
         except Exception:  # a stored definition that no longer validates
             return "?"
-        return timezone.localtime(slot).strftime("%Y-%m-%d %H:%M %Z")
+        return local_time(slot)
 
     @admin.display(description="Recent firings")
     def recent_firings(self, scheduled: ScheduledTask) -> SafeString | str:
@@ -225,11 +232,11 @@ class ScheduledTaskAdmin(admin.ModelAdmin):
             else:
                 url = reverse("admin:django_tasks_google_taskexecution_change", args=[execution.pk])
                 link = format_html('<a href="{}">#{} {}</a>', url, execution.pk, execution.status)
-            rows.append((firing.scheduled_for, firing.get_source_display(), link))
+            rows.append((local_time(firing.scheduled_for), firing.get_source_display(), link))
         if not rows:
             return "Not fired yet"
         return format_html(
-            "<table><tr><th>Slot</th><th>By</th><th>Execution</th></tr>{}</table>",
+            '<table class="dtg-firings"><tr><th>Slot</th><th>By</th><th>Execution</th></tr>{}</table>',
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
         )
 
@@ -248,6 +255,9 @@ class ScheduledTaskAdmin(admin.ModelAdmin):
         form_url: str = "",
         extra_context: Any = None,
     ) -> HttpResponse:
+        scheduled = self.get_object(request, object_id) if object_id else None
+        if scheduled is not None:  # its name, not the model's __str__, as subtitle and <title>
+            extra_context = {**(extra_context or {}), "subtitle": scheduled.name}
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except SyncRefused as refused:

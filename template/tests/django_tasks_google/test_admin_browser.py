@@ -2,8 +2,8 @@
 live test server.
 
 It logs in, opens the executions list, a failed execution (and retries it), a cancelled one, a
-running one (and cancels it), and edits a schedule, checking what an operator would see, and saves
-a full-page screenshot of every page into a directory it prints (set ADMIN_SCREENSHOTS_DIR to
+running one (and cancels it), edits a schedule and opens a declared one, checking what an operator
+would see, and saves a full-page screenshot of every page into a directory it prints (set ADMIN_SCREENSHOTS_DIR to
 choose it; CI keeps it as an artefact). Skipped, with the reason, where Chromium, chromedriver or
 Selenium is missing (Debian: apt-get install chromium chromium-driver).
 """
@@ -214,3 +214,10 @@ def test_an_operator_works_through_the_console(browser: Any, live_server: Any, s
     assert "was changed successfully" in console.text()
     assert ScheduledTask.objects.get(pk=nightly.pk).schedule == "30 4 * * *"
     console.screenshot("schedules")
+
+    # A declared schedule: read-only, with a banner saying where it comes from.
+    ScheduledTask.objects.filter(pk=nightly.pk).update(declared=True)
+    console.open(reverse("admin:django_tasks_google_scheduledtask_change", args=[nightly.pk]))
+    assert "settings.SCHEDULED_TASKS" in console.css(".dtg-banner").text
+    assert not console.all("input[name=_save]") and not console.all("a.deletelink")
+    console.screenshot("declared-schedule")
