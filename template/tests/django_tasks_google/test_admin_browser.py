@@ -3,9 +3,9 @@ live test server.
 
 It logs in, opens the executions list, a failed execution (and retries it), a cancelled one, a
 running one (and cancels it), edits a schedule and opens a declared one, checking what an operator
-would see, and saves a full-page screenshot of every page into a directory it prints (set ADMIN_SCREENSHOTS_DIR to
-choose it; CI keeps it as an artefact). Skipped, with the reason, where Chromium, chromedriver or
-Selenium is missing (Debian: apt-get install chromium chromium-driver).
+would see, and saves a full-page screenshot of every page into a directory it prints (set
+ADMIN_SCREENSHOTS_DIR to choose it; CI keeps it as an artefact). Skipped, with the reason, where
+Chromium, chromedriver or Selenium is missing (Debian: apt-get install chromium chromium-driver).
 """
 
 from __future__ import annotations
