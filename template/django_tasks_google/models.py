@@ -85,6 +85,10 @@ class TaskExecution(models.Model):
 
     cancelled_at = models.DateTimeField(null=True)
     force_cancel = models.BooleanField(default=False)
+    # Set on the copy that the admin's Retry enqueues, so each links to the other.
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
 
     # The attempt holding the lease may write the row; the lease always expires, so a crashed
     # holder never blocks the task for longer than heartbeat_timeout_seconds.
