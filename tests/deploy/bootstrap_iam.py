@@ -51,7 +51,10 @@ def expected_grants(answers: dict[str, Any]) -> set[Grant]:
     }
     if "cloud_tasks" in backends:
         queue = f"{SERVICE}-default"
-        grants |= {(run, "roles/cloudtasks.enqueuer", "queue", queue), (run, "roles/cloudtasks.viewer", "queue", queue)}
+        grants |= {
+            (run, "roles/cloudtasks.enqueuer", "queue", queue),
+            (run, "roles/cloudtasks.viewer", "queue", queue),
+        }
     if "cloud_run_jobs" in backends:
         grants.add((run, "roles/run.developer", "run job", f"{SERVICE}-tasks"))
     if "cloud_scheduler" in backends:

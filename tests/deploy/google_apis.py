@@ -136,14 +136,29 @@ class GoogleApis:
             # IAM: service accounts and custom roles
             r("iam", "GET", r"v1/projects/[^/]+/serviceAccounts/([^/:]+)", self.get_service_account),
             r("iam", "POST", r"v1/projects/([^/]+)/serviceAccounts", self.create_service_account),
-            r("iam", "POST", r"v1/projects/[^/]+/serviceAccounts/([^/:]+):(get|set)IamPolicy", self.sa_policy),
+            r(
+                "iam",
+                "POST",
+                r"v1/projects/[^/]+/serviceAccounts/([^/:]+):(get|set)IamPolicy",
+                self.sa_policy,
+            ),
             r("iam", "GET", r"v1/(projects/[^/]+/roles/[^/:]+)", self.get),
             r("iam", "POST", r"v1/(projects/[^/]+)/roles", self.create_role),
             r("iam", "POST", r"v1/permissions:queryTestablePermissions", self.testable_permissions),
             r("iam", "PATCH", r"v1/(projects/[^/]+/roles/[^/:]+)", self.update),
             # Artifact Registry
-            r("artifactregistry", "GET", r"v1/(projects/[^/]+/locations/[^/]+/repositories/[^/:]+)", self.get),
-            r("artifactregistry", "POST", r"v1/(projects/[^/]+/locations/[^/]+)/repositories", self.create_repo),
+            r(
+                "artifactregistry",
+                "GET",
+                r"v1/(projects/[^/]+/locations/[^/]+/repositories/[^/:]+)",
+                self.get,
+            ),
+            r(
+                "artifactregistry",
+                "POST",
+                r"v1/(projects/[^/]+/locations/[^/]+)/repositories",
+                self.create_repo,
+            ),
             r(
                 "artifactregistry",
                 "(GET|POST)",
@@ -158,29 +173,79 @@ class GoogleApis:
             r("secretmanager", "GET", r"v1/(projects/[^/]+/secrets/[^/:]+)", self.get),
             r("secretmanager", "POST", r"v1/(projects/[^/]+)/secrets", self.create_secret),
             r("secretmanager", "POST", r"v1/(projects/[^/]+/secrets/[^/:]+):addVersion", self.add_version),
-            r("secretmanager", "(GET|POST)", r"v1/(projects/[^/]+/secrets/[^/:]+):(get|set)IamPolicy", self.iam_policy),
+            r(
+                "secretmanager",
+                "(GET|POST)",
+                r"v1/(projects/[^/]+/secrets/[^/:]+):(get|set)IamPolicy",
+                self.iam_policy,
+            ),
             # Cloud SQL Admin (v1beta4 paths, also served under v1)
             r("sql", "GET", r"(?:sql/)?v1(?:beta4)?/projects/([^/]+)/operations/([^/]+)", self.sql_operation),
             r("sql", "GET", r"(?:sql/)?v1(?:beta4)?/(projects/[^/]+/instances/[^/]+)", self.get),
             r("sql", "POST", r"(?:sql/)?v1(?:beta4)?/projects/([^/]+)/instances", self.create_instance),
-            r("sql", "GET", r"(?:sql/)?v1(?:beta4)?/(projects/[^/]+/instances/[^/]+/databases/[^/]+)", self.get),
-            r("sql", "POST", r"(?:sql/)?v1(?:beta4)?/projects/([^/]+)/instances/([^/]+)/databases", self.create_db),
+            r(
+                "sql",
+                "GET",
+                r"(?:sql/)?v1(?:beta4)?/(projects/[^/]+/instances/[^/]+/databases/[^/]+)",
+                self.get,
+            ),
+            r(
+                "sql",
+                "POST",
+                r"(?:sql/)?v1(?:beta4)?/projects/([^/]+)/instances/([^/]+)/databases",
+                self.create_db,
+            ),
             r("sql", "GET", r"(?:sql/)?v1(?:beta4)?/(projects/[^/]+/instances/[^/]+/users/[^/]+)", self.get),
-            r("sql", "POST", r"(?:sql/)?v1(?:beta4)?/projects/([^/]+)/instances/([^/]+)/users", self.sql_user),
+            r(
+                "sql",
+                "POST",
+                r"(?:sql/)?v1(?:beta4)?/projects/([^/]+)/instances/([^/]+)/users",
+                self.sql_user,
+            ),
             r("sql", "PUT", r"(?:sql/)?v1(?:beta4)?/projects/([^/]+)/instances/([^/]+)/users", self.sql_user),
             # Cloud Tasks
             r("cloudtasks", "GET", r"v2/(projects/[^/]+/locations/[^/]+/queues/[^/:]+)", self.get),
             r("cloudtasks", "POST", r"v2/(projects/[^/]+/locations/[^/]+)/queues", self.create_queue),
             r("cloudtasks", "PATCH", r"v2/(projects/[^/]+/locations/[^/]+/queues/[^/:]+)", self.update),
-            r("cloudtasks", "POST", r"v2/(projects/[^/]+/locations/[^/]+/queues/[^/:]+):(get|set)IamPolicy", self.iam_policy),
+            r(
+                "cloudtasks",
+                "POST",
+                r"v2/(projects/[^/]+/locations/[^/]+/queues/[^/:]+):(get|set)IamPolicy",
+                self.iam_policy,
+            ),
             # Cloud Run Admin API v1 (Knative-style resources on the regional endpoint) and its IAM
-            r("run", "GET", r"apis/(serving\.knative\.dev|run\.googleapis\.com)/v1/namespaces/([^/]+)/(services|jobs)/([^/:]+)", self.get_run),
-            r("run", "POST", r"apis/(serving\.knative\.dev|run\.googleapis\.com)/v1/namespaces/([^/]+)/(services|jobs)", self.create_run),
-            r("run", "POST", r"v1/(projects/[^/]+/locations/[^/]+/(?:services|jobs)/[^/:]+):(get|set)IamPolicy", self.iam_policy),
-            r("run", "GET", r"v1/(projects/[^/]+/locations/[^/]+/(?:services|jobs)/[^/:]+):(get)IamPolicy", self.iam_policy),
+            r(
+                "run",
+                "GET",
+                r"apis/(serving\.knative\.dev|run\.googleapis\.com)/v1/namespaces/([^/]+)/(services|jobs)/([^/:]+)",
+                self.get_run,
+            ),
+            r(
+                "run",
+                "POST",
+                r"apis/(serving\.knative\.dev|run\.googleapis\.com)/v1/namespaces/([^/]+)/(services|jobs)",
+                self.create_run,
+            ),
+            r(
+                "run",
+                "POST",
+                r"v1/(projects/[^/]+/locations/[^/]+/(?:services|jobs)/[^/:]+):(get|set)IamPolicy",
+                self.iam_policy,
+            ),
+            r(
+                "run",
+                "GET",
+                r"v1/(projects/[^/]+/locations/[^/]+/(?:services|jobs)/[^/:]+):(get)IamPolicy",
+                self.iam_policy,
+            ),
             # Cloud Scheduler
             r("cloudscheduler", "GET", r"v1/(projects/[^/]+/locations/[^/]+/jobs/[^/:]+)", self.get),
-            r("cloudscheduler", "POST", r"v1/(projects/[^/]+/locations/[^/]+)/jobs", self.create_scheduler_job),
+            r(
+                "cloudscheduler",
+                "POST",
+                r"v1/(projects/[^/]+/locations/[^/]+)/jobs",
+                self.create_scheduler_job,
+            ),
             r("cloudscheduler", "PATCH", r"v1/(projects/[^/]+/locations/[^/]+/jobs/[^/:]+)", self.update),
         ]
 
@@ -232,11 +297,15 @@ class GoogleApis:
         resource.update({key: value for key, value in body.items() if key != "name"})
         return resource
 
-    def iam_policy(self, resource: str, verb: str, *_: str, query: dict[str, str], body: Any) -> dict[str, Any]:
+    def iam_policy(
+        self, resource: str, verb: str, *_: str, query: dict[str, str], body: Any
+    ) -> dict[str, Any]:
         """getIamPolicy / setIamPolicy (https://cloud.google.com/iam/docs/reference/rest/v1/Policy)."""
         if resource.count("/") > 1 or not resource.startswith("projects/"):
             self.get(resource, query=query, body=body)
-        policy = self.state.policies.setdefault(self.key(resource), {"version": 1, "etag": "BwAAAAA=", "bindings": []})
+        policy = self.state.policies.setdefault(
+            self.key(resource), {"version": 1, "etag": "BwAAAAA=", "bindings": []}
+        )
         if verb == "set":
             new = body["policy"]
             if new.get("etag") not in (None, policy["etag"]):
@@ -252,7 +321,8 @@ class GoogleApis:
     def batch_enable(self, project: str, *, query: dict[str, str], body: Any) -> dict[str, Any]:
         self.state.enabled.update(body.get("serviceIds", []))
         services = [
-            {"name": f"projects/{PROJECT_NUMBER}/services/{s}", "state": "ENABLED"} for s in body["serviceIds"]
+            {"name": f"projects/{PROJECT_NUMBER}/services/{s}", "state": "ENABLED"}
+            for s in body["serviceIds"]
         ]
         return _operation(
             "operations/acat.p2-" + PROJECT_NUMBER,
@@ -260,7 +330,9 @@ class GoogleApis:
             "type.googleapis.com/google.api.serviceusage.v1.BatchEnableServicesResponse",
         )
 
-    def service_state(self, project: str, service: str, *, query: dict[str, str], body: Any) -> dict[str, Any]:
+    def service_state(
+        self, project: str, service: str, *, query: dict[str, str], body: Any
+    ) -> dict[str, Any]:
         # Commands check that their API is enabled first; the fake project has them all enabled.
         return {"name": f"projects/{PROJECT_NUMBER}/services/{service}", "state": "ENABLED"}
 
@@ -305,21 +377,33 @@ class GoogleApis:
         repo = {**body, "name": name, "createTime": "2026-01-01T00:00:00Z"}
         self.put(name, repo)
         return _operation(
-            f"{parent}/operations/{uuid.uuid4()}", repo, "type.googleapis.com/google.devtools.artifactregistry.v1.Repository"
+            f"{parent}/operations/{uuid.uuid4()}",
+            repo,
+            "type.googleapis.com/google.devtools.artifactregistry.v1.Repository",
         )
 
     def get_bucket(self, bucket: str, *, query: dict[str, str], body: Any) -> dict[str, Any]:
         return self.get(f"buckets/{bucket}", query=query, body=body)
 
     def create_bucket(self, *, query: dict[str, str], body: Any) -> dict[str, Any]:
-        bucket = {"kind": "storage#bucket", "id": body["name"], "name": body["name"], "location": "US", **body}
-        bucket.update(projectNumber=PROJECT_NUMBER, metageneration="1", timeCreated="2026-01-01T00:00:00.000Z")
+        bucket = {
+            "kind": "storage#bucket",
+            "id": body["name"],
+            "name": body["name"],
+            "location": "US",
+            **body,
+        }
+        bucket.update(
+            projectNumber=PROJECT_NUMBER, metageneration="1", timeCreated="2026-01-01T00:00:00.000Z"
+        )
         return self.put(f"buckets/{body['name']}", bucket)
 
     def bucket_policy(self, bucket: str, *, query: dict[str, str], body: Any) -> dict[str, Any]:
         # The JSON API's own shape: https://cloud.google.com/storage/docs/json_api/v1/buckets/setIamPolicy
         resource = f"buckets/{bucket}"
-        policy = self.iam_policy(resource, "set" if self.method == "PUT" else "get", query=query, body={"policy": body})
+        policy = self.iam_policy(
+            resource, "set" if self.method == "PUT" else "get", query=query, body={"policy": body}
+        )
         return {"kind": "storage#policy", "resourceId": f"projects/_/buckets/{bucket}", **policy}
 
     def create_secret(self, parent: str, *, query: dict[str, str], body: Any) -> dict[str, Any]:
@@ -354,7 +438,10 @@ class GoogleApis:
         return self._sql_done(project, "CREATE", name)
 
     def create_db(self, project: str, instance: str, *, query: dict[str, str], body: Any) -> dict[str, Any]:
-        self.put(f"projects/{project}/instances/{instance}/databases/{body['name']}", {"kind": "sql#database", **body})
+        self.put(
+            f"projects/{project}/instances/{instance}/databases/{body['name']}",
+            {"kind": "sql#database", **body},
+        )
         return self._sql_done(project, "CREATE_DATABASE", instance)
 
     def sql_user(self, project: str, instance: str, *, query: dict[str, str], body: Any) -> dict[str, Any]:
@@ -371,17 +458,29 @@ class GoogleApis:
     def create_queue(self, parent: str, *, query: dict[str, str], body: Any) -> dict[str, Any]:
         return self.put(body["name"], {**body, "state": "RUNNING"})
 
-    def get_run(self, group: str, namespace: str, kind: str, name: str, *, query: dict[str, str], body: Any) -> Any:
+    def get_run(
+        self, group: str, namespace: str, kind: str, name: str, *, query: dict[str, str], body: Any
+    ) -> Any:
         return self.get(f"namespaces/{namespace}/{kind}/{name}", query=query, body=body)
 
     def create_run(self, group: str, namespace: str, kind: str, *, query: dict[str, str], body: Any) -> Any:
         """A Knative-style resource, as the v1 API answers a create (its status conditions pending)."""
         name = body["metadata"]["name"]
-        resource = {**body, "metadata": {**body["metadata"], "namespace": namespace, "generation": 1, "uid": str(uuid.uuid4())}}
+        resource = {
+            **body,
+            "metadata": {
+                **body["metadata"],
+                "namespace": namespace,
+                "generation": 1,
+                "uid": str(uuid.uuid4()),
+            },
+        }
         resource["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "Unknown"}]}
         self.put(f"namespaces/{namespace}/{kind}/{name}", resource)
         # Its IAM policy is addressed by the v1 "projects/P/locations/L/..." name.
-        self.state.resources[self.key(f"projects/{namespace}/locations/{self.region}/{kind}/{name}")] = resource
+        self.state.resources[self.key(f"projects/{namespace}/locations/{self.region}/{kind}/{name}")] = (
+            resource
+        )
         return resource
 
     region = "us-central1"
@@ -419,7 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -461,7 +560,6 @@ def gcloud_config(config_dir: Path, port: int, project: str) -> dict[str, str]:
         f"port = {port}",
         "[api_endpoint_overrides]",
         *(f"{api} = http://{api}.stand-in/{api}/" for api in APIS),
-
     ]
     (config_dir / "configurations" / "config_default").write_text("\n".join(properties) + "\n")
     (config_dir / "active_config").write_text("default")
@@ -469,4 +567,6 @@ def gcloud_config(config_dir: Path, port: int, project: str) -> dict[str, str]:
 
 
 def run_gcloud(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["gcloud", *argv], env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        ["gcloud", *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )

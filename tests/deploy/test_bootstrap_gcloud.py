@@ -39,7 +39,8 @@ def _env(config_dir: Path, port: int) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("CLOUDSDK_", "GOOGLE_")) and key.lower() not in {"http_proxy", "https_proxy", "all_proxy"}
+        if not key.startswith(("CLOUDSDK_", "GOOGLE_"))
+        and key.lower() not in {"http_proxy", "https_proxy", "all_proxy"}
     }
     for name in ["GCP_PROJECT_ID", "GCP_REGION", "SERVICE_NAME"]:
         env.pop(name, None)
@@ -48,7 +49,13 @@ def _env(config_dir: Path, port: int) -> dict[str, str]:
 
 def _bootstrap(dst: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["deploy/bootstrap.sh", *args], cwd=dst, env=env, capture_output=True, text=True, timeout=1500, check=False
+        ["deploy/bootstrap.sh", *args],
+        cwd=dst,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
     )
 
 
@@ -89,7 +96,9 @@ def runs(
 
 
 @pytest.fixture(params=GCLOUD_CASES)
-def run(request: pytest.FixtureRequest, runs: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
+def run(
+    request: pytest.FixtureRequest, runs: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     return runs[request.param]
 
 
@@ -113,7 +122,9 @@ def test_first_run_grants_exactly_the_least_privilege(run: tuple[dict[str, Any],
     assert not [grant for grant in granted if grant[2] == "project" and grant[1] in BROAD_ROLES]
 
 
-def test_first_run_creates_the_resources_cloudbuild_deploys_into(run: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def test_first_run_creates_the_resources_cloudbuild_deploys_into(
+    run: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
     outcome, answers = run
     resources = outcome["resources_after_first"]
     assert "run:namespaces/acme-test-123/services/acme-orders" in resources
@@ -125,7 +136,9 @@ def test_first_run_creates_the_resources_cloudbuild_deploys_into(run: tuple[dict
         assert schedules == {}
         assert not [key for key in resources if key.startswith(("cloudtasks:", "sql:"))]
         return
-    recover = schedules["cloudscheduler:projects/acme-test-123/locations/us-central1/jobs/acme-orders-recover"]
+    recover = schedules[
+        "cloudscheduler:projects/acme-test-123/locations/us-central1/jobs/acme-orders-recover"
+    ]
     prune = schedules["cloudscheduler:projects/acme-test-123/locations/us-central1/jobs/acme-orders-prune"]
     assert recover["schedule"] == "*/5 * * * *"
     assert prune["schedule"].endswith(" * * *") and prune["timeZone"] == "Etc/UTC"
@@ -136,7 +149,10 @@ def test_first_run_creates_the_resources_cloudbuild_deploys_into(run: tuple[dict
             f"https://us-central1-run.googleapis.com/apis/run.googleapis.com/v1/namespaces/acme-test-123/jobs/{name}:run"
         )
         assert target["httpMethod"] == "POST"
-        assert target["oauthToken"]["serviceAccountEmail"] == "acme-orders-cron@acme-test-123.iam.gserviceaccount.com"
+        assert (
+            target["oauthToken"]["serviceAccountEmail"]
+            == "acme-orders-cron@acme-test-123.iam.gserviceaccount.com"
+        )
 
 
 def test_no_secret_is_printed_or_passed_in_a_url(run: tuple[dict[str, Any], dict[str, Any]]) -> None:
@@ -155,6 +171,10 @@ def test_rerun_creates_nothing_and_changes_no_policy(run: tuple[dict[str, Any], 
     apis: GoogleApis = outcome["apis"]
     assert outcome["second"].returncode == 0, _diagnose(outcome["second"], apis)
     assert apis.state.resources.keys() == outcome["resources_after_first"].keys()
-    assert {key: policy["bindings"] for key, policy in apis.state.policies.items()} == outcome["policies_after_first"]
-    creates = [str(call) for call in outcome["second_calls"] if call.method == "POST" and ":" not in call.path]
+    assert {key: policy["bindings"] for key, policy in apis.state.policies.items()} == outcome[
+        "policies_after_first"
+    ]
+    creates = [
+        str(call) for call in outcome["second_calls"] if call.method == "POST" and ":" not in call.path
+    ]
     assert creates == []
