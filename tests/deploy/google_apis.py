@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -564,9 +563,3 @@ def gcloud_config(config_dir: Path, port: int, project: str) -> dict[str, str]:
     (config_dir / "configurations" / "config_default").write_text("\n".join(properties) + "\n")
     (config_dir / "active_config").write_text("default")
     return {"CLOUDSDK_CONFIG": str(config_dir)}
-
-
-def run_gcloud(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["gcloud", *argv], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
