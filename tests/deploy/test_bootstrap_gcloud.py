@@ -25,6 +25,8 @@ from .support import CASES, Rendered
 
 pytestmark = [
     pytest.mark.slow,
+    # One worker runs the module, so the runs fixture (minutes of gcloud) is computed once.
+    pytest.mark.xdist_group("bootstrap-gcloud"),
     pytest.mark.skipif(shutil.which("gcloud") is None, reason="the gcloud CLI is not installed"),
 ]
 
