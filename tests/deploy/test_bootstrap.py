@@ -111,12 +111,14 @@ def test_bootstrap_rerun_creates_nothing(rendered: Rendered, bootstrap: Bootstra
     changing = [" ".join(call) for call in bootstrap.calls() if {"create", "set-password"} & set(call)]
     assert changing == []
     assert any("add-iam-policy-binding" in command for command in commands), "grants are re-applied"
-    if "cloud_tasks" in answers["google_backends"]:
+    # Settings are re-applied to what exists, so an edited schedule or retry policy is restored.
+    if "cloud_tasks" in features(answers):
         assert any(command.startswith("tasks queues update acme-orders-default") for command in commands)
-    if "pushes" in features(answers):
-        assert any(
-            command.startswith("run services add-iam-policy-binding acme-orders") for command in commands
-        )
+    if "postgres" in features(answers):
+        for job in ["acme-orders-recover", "acme-orders-prune"]:
+            assert any(command.startswith(f"scheduler jobs update http {job} ") for command in commands)
+    if "cloud_scheduler" in features(answers):
+        assert any(command.startswith("iam roles update acme_orders_schedules ") for command in commands)
 
 
 def test_bootstrap_creates_what_cloudbuild_uses(rendered: Rendered, bootstrap: Bootstrap) -> None:
