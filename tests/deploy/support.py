@@ -183,68 +183,65 @@ def duration_seconds(value: str) -> int:
 
 
 # A stand-in for gcloud: records each call (arguments separated by \x1f, one call per line) and the
-# stdin of `secrets create`; `describe` finds a resource only when FAKE_GCLOUD_EXISTING=all.
+# stdin of `secrets create`; `describe` finds a resource only when FAKE_GCLOUD_EXISTING=all. It
+# answers nothing else: test_bootstrap_gcloud.py runs the real gcloud, whose output the script reads.
 FAKE_GCLOUD = r"""#!/usr/bin/env bash
 (IFS=$'\x1f'; printf '%s\n' "$*") >> "$FAKE_GCLOUD_LOG"
 case "$*" in
   *" describe "*) [[ $FAKE_GCLOUD_EXISTING == all ]] || { echo "NOT_FOUND" >&2; exit 1; } ;;
-  "builds get-default-service-account") echo "123456789012-compute@developer.gserviceaccount.com" ;;
   "secrets create "*) { cat; echo; } >> "$FAKE_GCLOUD_STDIN" ;;
 esac
 exit 0
 """
 
 
-# What the bootstrap must do for each answer, and must not do without it.
+# What the bootstrap must do for each feature, and must not do without it (IAM: bootstrap_iam.py).
 BOOTSTRAP_FEATURES: dict[str, list[str]] = {
     "postgres": [
         "gcloud sql instances create acme-orders-db --database-version=POSTGRES_17",
         "gcloud sql databases create acme_orders --instance=acme-orders-db",
         "gcloud secrets create acme-orders-database-url",
-        "--role=roles/cloudsql.client",
+        "gcloud secrets create acme-orders-push-secret",
         "sqladmin.googleapis.com",
+        "cloudscheduler.googleapis.com",
+        "gcloud run jobs create acme-orders-migrate --region=us-central1",
+        "gcloud run jobs create acme-orders-recover --region=us-central1",
+        "gcloud run jobs create acme-orders-prune --region=us-central1",
+        "gcloud scheduler jobs create http acme-orders-recover --location=us-central1 "
+        "'--schedule=*/5 * * * *'",
+        "gcloud scheduler jobs create http acme-orders-prune --location=us-central1",
+        "gcloud iam service-accounts create acme-orders-cron",
     ],
     "cloud_tasks": [
         "gcloud tasks queues create acme-orders-default --location=us-central1 --max-attempts=",
-        "--role=roles/cloudtasks.enqueuer",
         "cloudtasks.googleapis.com",
     ],
-    "cloud_run_jobs": [
-        "gcloud run jobs create acme-orders-tasks --region=us-central1",
-        "gcloud run jobs add-iam-policy-binding acme-orders-tasks --region=us-central1 "
-        f"--member=serviceAccount:{RUNTIME_SA} --role=roles/run.developer",
+    "cloud_run_jobs": ["gcloud run jobs create acme-orders-tasks --region=us-central1"],
+    "cloud_scheduler": [
+        "gcloud iam roles create acme_orders_schedules --project=acme-test-123",
+        "gcloud run jobs create acme-orders-sync-schedules --region=us-central1",
     ],
-    "cloud_scheduler": ["--role=roles/cloudscheduler.admin", "cloudscheduler.googleapis.com"],
-    # Pushes (Cloud Tasks or Cloud Scheduler) need the invoker identity and its IAM.
-    "pushes": [
-        "gcloud iam service-accounts create acme-orders-invoker",
-        "gcloud run services add-iam-policy-binding acme-orders --region=us-central1 "
-        f"--member=serviceAccount:{INVOKER_SA} --role=roles/run.invoker",
-        f"gcloud iam service-accounts add-iam-policy-binding {INVOKER_SA} "
-        f"--member=serviceAccount:{RUNTIME_SA} --role=roles/iam.serviceAccountUser",
-    ],
+    # Pushes (Cloud Tasks or Cloud Scheduler) need the invoker identity.
+    "pushes": ["gcloud iam service-accounts create acme-orders-invoker"],
 }
 
 
 BOOTSTRAP_ALWAYS = [
     "gcloud services enable run.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com",
     "gcloud artifacts repositories create acme-orders --repository-format=docker --location=us-central1",
+    "gcloud storage buckets create gs://acme-test-123_cloudbuild",
     "gcloud iam service-accounts create acme-orders-run",
-    "BUILD_SA=$(gcloud builds get-default-service-account)",
-    "gcloud projects add-iam-policy-binding acme-test-123 --member=serviceAccount:${BUILD_SA} "
-    "--role=roles/run.admin",
-    f"gcloud iam service-accounts add-iam-policy-binding {RUNTIME_SA} "
-    "--member=serviceAccount:${BUILD_SA} --role=roles/iam.serviceAccountUser",
+    "gcloud iam service-accounts create acme-orders-build",
+    "gcloud run deploy acme-orders --region=us-central1 --image=us-docker.pkg.dev/cloudrun/container/hello",
     "gcloud secrets create acme-orders-secret-key",
-    "gcloud secrets add-iam-policy-binding acme-orders-secret-key "
-    f"--member=serviceAccount:{RUNTIME_SA} --role=roles/secretmanager.secretAccessor",
 ]
 
 
 def features(answers: dict[str, Any]) -> set[str]:
-    chosen = set(answers["google_backends"])
-    if answers["database"] == "postgres":
-        chosen.add("postgres")
+    """What the deploy of these answers uses: a SQLite project deploys as one container, no backends."""
+    if answers["database"] != "postgres":
+        return set()
+    chosen = {"postgres", *answers["google_backends"]}
     if {"cloud_tasks", "cloud_scheduler"} & chosen:
         chosen.add("pushes")
     return chosen

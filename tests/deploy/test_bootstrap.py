@@ -1,5 +1,6 @@
 """deploy/bootstrap.sh of every answer combination, run against a recording stand-in for gcloud
-(dry run, first run, re-run), and the README's deploy walk-through against the deploy files.
+(dry run, first run, re-run, the IAM it grants), and the README's deploy walk-through against the
+deploy files. test_bootstrap_gcloud.py runs the script through the real gcloud.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from ..conftest import run
+from .bootstrap_iam import BROAD_ROLES, expected_grants, grant_of_command
 from .support import (
     BOOTSTRAP_ALWAYS,
     BOOTSTRAP_FEATURES,
+    PROJECT_ID,
     RUNTIME_SA,
     SERVICE,
     Bootstrap,
@@ -73,9 +76,11 @@ def test_bootstrap_first_run_creates_everything_without_printing_secrets(
     assert len(secret_key) >= 50 and len(set(secret_key)) >= 5, "Django's check --deploy rules"
     revealed = secret_values[:]
     if answers["database"] == "postgres":
+        assert any(command.startswith("secrets create acme-orders-push-secret") for command in creates)
+        assert len(secret_values[1]) >= 50 and secret_values[1] != secret_key
         user_create = next(call for call in calls if call[:3] == ["sql", "users", "create"])
         password = flags(user_create)["password"]
-        assert secret_values[1] == (
+        assert secret_values[2] == (
             f"postgres://acme_orders:{password}@%2Fcloudsql%2Facme-test-123%3Aus-central1%3Aacme-orders-db/acme_orders"
         )
         revealed.append(password)
@@ -84,25 +89,36 @@ def test_bootstrap_first_run_creates_everything_without_printing_secrets(
         assert not any(value in command for command in commands if not command.startswith("sql users")), (
             "a secret was passed on a command line"
         )
-    if "pushes" in features(answers):
-        # The service does not exist before the first deploy: the script says to run it again.
-        assert not any("run services add-iam-policy-binding" in command for command in commands)
-        assert "run this script again" in result.stderr
+    # Finding 5 of issue 12: its YAML output was used as a member; builds now run as a fixed account.
+    assert not any(command.startswith("builds ") for command in commands)
+
+
+def test_bootstrap_grants_the_least_privilege_of_each_feature(
+    rendered: Rendered, bootstrap: Bootstrap
+) -> None:
+    """Each binding names its resource; project-wide only where Google offers nothing narrower."""
+    _, answers = rendered
+    bootstrap()
+    grants = {grant_of_command(call) for call in bootstrap.calls() if "add-iam-policy-binding" in call}
+    assert grants == expected_grants(answers)
+    assert not [grant for grant in grants if grant[2] == "project" and grant[1] in BROAD_ROLES]
 
 
 def test_bootstrap_rerun_creates_nothing(rendered: Rendered, bootstrap: Bootstrap) -> None:
     _, answers = rendered
     bootstrap(existing="all")
     commands = [" ".join(call) for call in bootstrap.calls()]
-    changing = [c for c in commands if re.search(r"\b(create|set-password)\b", c)]
+    changing = [" ".join(call) for call in bootstrap.calls() if {"create", "set-password"} & set(call)]
     assert changing == []
     assert any("add-iam-policy-binding" in command for command in commands), "grants are re-applied"
-    if "cloud_tasks" in answers["google_backends"]:
+    # Settings are re-applied to what exists, so an edited schedule or retry policy is restored.
+    if "cloud_tasks" in features(answers):
         assert any(command.startswith("tasks queues update acme-orders-default") for command in commands)
-    if "pushes" in features(answers):
-        assert any(
-            command.startswith("run services add-iam-policy-binding acme-orders") for command in commands
-        )
+    if "postgres" in features(answers):
+        for job in ["acme-orders-recover", "acme-orders-prune"]:
+            assert any(command.startswith(f"scheduler jobs update http {job} ") for command in commands)
+    if "cloud_scheduler" in features(answers):
+        assert any(command.startswith("iam roles update acme_orders_schedules ") for command in commands)
 
 
 def test_bootstrap_creates_what_cloudbuild_uses(rendered: Rendered, bootstrap: Bootstrap) -> None:
@@ -119,9 +135,19 @@ def test_bootstrap_creates_what_cloudbuild_uses(rendered: Rendered, bootstrap: B
     )
     assert substitute(deploy["service-account"], values) == RUNTIME_SA
     assert f"gcloud iam service-accounts create {RUNTIME_SA.split('@')[0]} " in output
-    if "cloud_run_jobs" in answers["google_backends"]:
-        job = next(step for step in gcloud_steps(load_build(dst)) if step["id"] == "deploy-task-runner")
-        assert f"gcloud run jobs create {substitute(job['args'][3], values)} " in output
+    assert f"gcloud run deploy {values['_SERVICE']} " in output, "the service exists before the first build"
+    if answers["database"] == "postgres":
+        # Each job the build deploys exists first, so the build account's role can be bound on it.
+        jobs = [
+            step["args"][3]
+            for step in gcloud_steps(load_build(dst))
+            if step["args"][:3] == ["run", "jobs", "deploy"]
+        ]
+        for job in jobs:
+            assert f"gcloud run jobs create {substitute(job, values)} " in output
+    else:
+        # One container: the build deploys no job, so none is created (cloudbuild's side: test_cloudbuild.py).
+        assert "gcloud run jobs create" not in output
     if answers["database"] == "postgres":
         instance = substitute("${_CLOUDSQL_INSTANCE}", values).rsplit(":", 1)[1]
         assert f"gcloud sql instances create {instance} " in output
@@ -150,3 +176,26 @@ def test_readme_walks_through_the_deploy_of_these_files(rendered: Rendered) -> N
     for job in [f"{SERVICE}-migrate", f"{SERVICE}-tasks", f"{SERVICE}-sync-schedules"]:
         assert (f"`{job}`" in section) == (job in deployed), job
     assert ("SQLite is a demo setup" in section) == (answers["database"] == "sqlite")
+
+
+def test_readme_iam_table_lists_exactly_what_the_bootstrap_grants(rendered: Rendered) -> None:
+    dst, answers = rendered
+    readme = (dst / "README.md").read_text()
+    section = readme[readme.index("### What the bootstrap creates, and why (IAM)") :]
+    section = re.split(r"\n##+ ", section[4:], maxsplit=1)[0]  # up to the next heading
+    kinds = {"bucket": "bucket", "repository": "repository", "service": "run service", "job": "run job"}
+    kinds |= {"account": "service account", "secret": "secret", "queue": "queue"}
+    rows = re.findall(r"^\| `([\w-]+)` \| (?:custom )?`([\w./]+)` \| (.+?) \| .+ \|$", section, re.M)
+    grants = set()
+    for account, role, resource in rows:
+        member = f"serviceAccount:{account}@{PROJECT_ID}.iam.gserviceaccount.com"
+        role = role if role.startswith("roles/") else f"projects/{PROJECT_ID}/roles/{role}"
+        if resource == "*project*":
+            grants.add((member, role, "project", PROJECT_ID))
+        else:
+            kind, name = resource.split(" ")
+            name = name.strip("`")
+            if kind == "account":
+                name = f"{name}@{PROJECT_ID}.iam.gserviceaccount.com"
+            grants.add((member, role, kinds[kind], name))
+    assert len(rows) == len(grants) and grants == expected_grants(answers)
