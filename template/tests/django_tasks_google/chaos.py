@@ -182,6 +182,7 @@ class Scenario:
     killed: bool = False  # an attempt was killed: its task may run once more than planned
     expect_failure: bool = False  # a FAILED end is right (e.g. a return value that cannot be stored)
     keys: dict[str, int] = field(default_factory=dict)  # run-log key → planned failing runs
+    problems: list[str] = field(default_factory=list)  # scenario-specific findings (``expect``)
     ids: list[str] = field(default_factory=list)
 
     def enqueue(
@@ -195,11 +196,18 @@ class Scenario:
         self.ids.append(result.id)
         return result
 
+    def expect(self, condition: bool, problem: str) -> None:
+        """A scenario-specific invariant: reported in the table and failed with the others."""
+        if not condition:
+            self.problems.append(problem)
+
     def runs(self, key: str) -> list[list[str]]:
         return chaos_tasks.runs(str(self.directory), key)
 
     def rows(self) -> list[TaskExecution]:
-        return list(TaskExecution.objects.filter(pk__in=[int(i) for i in self.ids]).order_by("pk"))
+        """The scenario's executions: those it enqueued, and those a firing created for its keys."""
+        rows = TaskExecution.objects.filter(module_path=f"{chaos_tasks.__name__}.record").order_by("pk")
+        return [row for row in rows if str(row.pk) in self.ids or _key(row) in self.keys]
 
     def recover(self) -> str:
         """One pass of ``manage.py recover_tasks`` as the deployed recovery job runs it."""
@@ -243,13 +251,17 @@ class Scenario:
         runs = {key: self.runs(key) for key in self.keys}
         body_runs = sum(len(r) for r in runs.values())
         beyond = sum(max(0, len(r) - attempts_allowed) for r in runs.values())
-        problems = []
+        problems = list(self.problems)
         if stuck:
             problems.append(f"{stuck} not terminal after recovery")
         if beyond:
             problems.append(f"{beyond} runs beyond the limit of {attempts_allowed}")
-        for key, row in zip(self.keys, rows, strict=True):
-            planned = self.keys[key] + 1
+        for key in self.keys:
+            executions = [row for row in rows if _key(row) == key]
+            if len(executions) != 1:
+                problems.append(f"{key}: {len(executions)} executions, not 1")
+                continue
+            row, planned = executions[0], self.keys[key] + 1
             if row.status == "SUCCESSFUL" and not self.killed and len(runs[key]) != planned:
                 problems.append(f"{key} succeeded after {len(runs[key])} runs, not {planned}")
             if row.status == "FAILED" and planned <= attempts_allowed and not self.expect_failure:
@@ -265,6 +277,7 @@ class Scenario:
         if others:
             problems.append(f"answered {others}")
         deliveries = len(self.emulator.tasks.attempts())
+        deliveries += len(self.emulator.scheduler.firings())
         if self.emulator.jobs is not None:
             deliveries += len(self.emulator.jobs.attempts())
         record(
@@ -279,6 +292,11 @@ class Scenario:
             )
         )
         assert not problems, f"{self.name}: {'; '.join(problems)}"
+
+
+def _key(row: TaskExecution) -> str:
+    """The run-log key a ``chaos_tasks.record`` execution was given (positional or keyword)."""
+    return str(row.kwargs.get("key") or (row.args[1] if len(row.args) > 1 else ""))
 
 
 def prepare(settings: Any, env: dict[str, str]) -> dict[str, Any]:

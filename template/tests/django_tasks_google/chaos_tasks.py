@@ -39,7 +39,7 @@ def record(
     ``nul``: returns a string with a NUL character, which PostgreSQL's jsonb cannot store.
     """
     earlier = len(runs(directory, key))
-    plan = "fail" if earlier < fail_runs else "ok"
+    plan = "fail" if earlier < fail_runs or nul else "ok"  # a NUL result fails its attempt by design
     _log_run(directory, key, f"{os.getpid()} {context.attempt} {plan}")
     if not earlier:
         time.sleep(seconds)

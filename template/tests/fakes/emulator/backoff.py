@@ -1,10 +1,10 @@
 """The retry backoff Cloud Tasks and Cloud Scheduler share.
 
-"A task's retry interval starts at min_backoff, then doubles max_doublings times, then increases
-linearly, and finally retries at intervals of max_backoff"
-(https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#RetryConfig;
-Cloud Scheduler's RetryConfig says the same of its *_backoff_duration fields). With min 10 s,
-max 300 s and 3 doublings: 10, 20, 40, 80, 160, 240, 300, 300, ...
+The interval starts at the minimum backoff, doubles ``max_doublings`` times, then grows linearly
+by ``min·2^max_doublings`` and is capped at the maximum backoff
+(https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#RetryConfig,
+field maxDoublings; Cloud Scheduler's RetryConfig describes its *_backoff_duration fields alike).
+With min 10 s, max 300 s and 3 doublings: 10, 20, 40, 80, 160, 240, 300, 300, ...
 """
 
 from __future__ import annotations

@@ -60,8 +60,11 @@ class CloudSchedulerPusher:
         for thread in self._threads:
             thread.join()
 
-    def fire(self, job: str, schedule_time: datetime.datetime | None = None) -> threading.Thread:
-        """Fire one slot of ``job`` (default: now) in the background; join the thread to wait."""
+    def fire(self, job: str, schedule_time: datetime.datetime | str | None = None) -> threading.Thread:
+        """Fire one slot of ``job`` (default: now) in the background; join the thread to wait.
+
+        A string is sent verbatim as ``X-CloudScheduler-ScheduleTime`` (another spelling of a slot).
+        """
         thread = threading.Thread(
             target=self._fire, args=(job, schedule_time or now()), name="scheduler-fire"
         )
@@ -74,13 +77,17 @@ class CloudSchedulerPusher:
         with self._lock:
             return [f for f in self.audit if job is None or f.job == short(job)]
 
-    def _fire(self, job: str, schedule_time: datetime.datetime) -> None:
+    def _fire(self, job: str, schedule_time: datetime.datetime | str) -> None:
         with self.fake._lock:
             config = self.fake.scheduler_jobs[job]
             retry = config.retry_config
             deadline = config.attempt_deadline
         for attempt in range(retry.retry_count + 1):
-            push = self.fake.scheduler_push(job, schedule_time=schedule_time)
+            if isinstance(schedule_time, str):
+                push = self.fake.scheduler_push(job)
+                push.headers["X-CloudScheduler-ScheduleTime"] = schedule_time
+            else:
+                push = self.fake.scheduler_push(job, schedule_time=schedule_time)
             firing = Firing(short(job), push.headers["X-CloudScheduler-ScheduleTime"], attempt)
             with self._lock:
                 self.audit.append(firing)

@@ -12,14 +12,16 @@ What it models (each rule from Google's pages, cited where it applies):
   reference (503 → 404 → 200: retry counts 0/1/2, execution counts 0/0/1).
 * 2xx acknowledges (the task is deleted); any other status, or no answer before the task's
   ``dispatch_deadline``, is a failed attempt and the task is retried
-  (https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task,
-  field ``dispatchDeadline``: "the request is cancelled and the attempt is marked as a
+  (https://cloud.google.com/python/docs/reference/cloudtasks/latest/google.cloud.tasks_v2.types.Task,
+  field ``dispatch_deadline``: "the request is cancelled and the attempt is marked as a
   DEADLINE_EXCEEDED failure"). The abandoned request may still be running in the service when the
   next attempt is dispatched: nothing stops it.
 * Retries follow the task's ``retry_config`` or else its queue's
   (https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#RetryConfig):
   backoff as in backoff.py; retrying stops only once BOTH
-  ``max_attempts`` (-1 = unlimited) and ``max_retry_duration`` (0 = no time limit) are exhausted.
+  ``max_attempts`` (-1 = unlimited) and ``max_retry_duration`` (0 = no time limit) are exhausted
+  (https://docs.cloud.google.com/dotnet/docs/reference/Google.Cloud.Tasks.V2/latest/Google.Cloud.Tasks.V2.RetryConfig,
+  MaxAttempts: "stops retrying only when max_attempts and max_retry_duration are both satisfied").
 * System throttling: on 429 or 503 "Cloud Tasks will use a higher backoff rate. The retry
   specified in the Retry-After HTTP response header is considered"
   (https://cloud.google.com/python/docs/reference/cloudtasks/latest/google.cloud.tasks_v2.types.HttpRequest).
@@ -27,10 +29,10 @@ What it models (each rule from Google's pages, cited where it applies):
   the Retry-After, whichever is longer; each throttle is recorded in ``throttles``.
 * At-least-once delivery: ``duplicate(task)`` sends one more copy of the task's latest attempt
   while it runs, as Google may ("in some rare circumstances, multiple task execution is
-  possible", https://cloud.google.com/tasks/docs/common-pitfalls#duplicate_execution).
+  possible", https://cloud.google.com/tasks/docs/concepts).
 
 Durations (backoffs, deadlines, retry duration, Retry-After) are compressed by the clock.
-Not modelled: rate limits and ramp-up, queue pause/purge, redirects.
+Not modelled: rate limits and ramp-up, queue pause, redirects (``drop_task`` on the fake plays a purge).
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ class CloudTasksDispatcher:
         """Deliver one more copy of the task's latest attempt now (at-least-once delivery)."""
         with self._cond:
             state = self._states[task]
-            number = state.dispatches
+            number = max(1, state.dispatches)
         self._pool.submit(self._send, state, number, duplicate=True)
 
     # --- events from the fake ----------------------------------------------------------------

@@ -14,7 +14,7 @@ ROWS: list[ScenarioRow] = []
 @dataclass(frozen=True)
 class ScenarioRow:
     scenario: str
-    deliveries: int  # HTTP deliveries or container attempts the emulator made
+    deliveries: int  # pushes, scheduler firings and container attempts the emulator made
     body_runs: int  # times the task's body started (counted by its own side effect)
     final_states: str  # e.g. "SUCCESSFUL" or "FAILED,SUCCESSFUL"
     stuck: int  # executions not terminal once recovery ran
