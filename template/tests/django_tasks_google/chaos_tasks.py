@@ -39,10 +39,11 @@ def record(
     ``nul``: returns a string with a NUL character, which PostgreSQL's jsonb cannot store.
     """
     earlier = len(runs(directory, key))
-    plan = "fail" if earlier < fail_runs or nul else "ok"  # a NUL result fails its attempt by design
+    deliberate = earlier < fail_runs
+    plan = "fail" if deliberate or nul else "ok"  # a NUL result fails its attempt by design
     _log_run(directory, key, f"{os.getpid()} {context.attempt} {plan}")
     if not earlier:
         time.sleep(seconds)
-    if plan == "fail":
+    if deliberate:
         raise TaskError(f"deliberate failure of run {earlier + 1}")
     return "a\x00b" if nul else "done"

@@ -41,6 +41,7 @@ class Service:
     def __init__(self, script: list[tuple[int, float, dict[str, str]]]) -> None:
         self.script = list(script)
         self.received: list[dict[str, str]] = []
+        self.arrivals: list[datetime.datetime] = []
         self.running = 0
         self.most_running = 0
         lock = threading.Lock()
@@ -51,6 +52,7 @@ class Service:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with lock:
                     service.received.append(dict(self.headers))
+                    service.arrivals.append(datetime.datetime.now(datetime.UTC))
                     status, wait, headers = service.script.pop(0) if service.script else (204, 0.0, {})
                     service.running += 1
                     service.most_running = max(service.most_running, service.running)
@@ -211,19 +213,20 @@ def test_unlimited_attempts_go_on(
 def test_no_answer_before_the_dispatch_deadline_is_a_failed_attempt_and_the_task_is_sent_again(
     google_emulator: GoogleEmulator, tasks_client: tasks_v2.CloudTasksClient
 ) -> None:
-    google_emulator.clock.factor = 60  # the 15 s deadline lasts 0.25 s
+    google_emulator.clock.factor = 15  # the 15 s deadline lasts 1 s
     google_emulator.fake.add_queue(QUEUE)
-    service = serve(google_emulator, [(204, 2.0, {}), (204, 0, {})])
+    service = serve(google_emulator, [(204, 3.0, {})])
     try:
         task = create_task(tasks_client, dispatch_deadline=datetime.timedelta(seconds=15))
         wait_for(lambda: google_emulator.tasks.settled([task.name]), message="the task to settle")
         attempts = google_emulator.tasks.attempts(task.name)
-        # The second attempt was answered while the first request still ran in the service.
+        # The next attempt was answered while the first request still ran in the service.
         assert service.most_running == 2
     finally:
         service.close()
 
-    assert [(a.status, a.error) for a in attempts] == [(None, "DEADLINE_EXCEEDED"), (204, "")]
+    assert (attempts[0].status, attempts[0].error) == (None, "DEADLINE_EXCEEDED")
+    assert (attempts[-1].status, attempts[-1].error) == (204, "")
     assert attempts[1].headers["X-CloudTasks-TaskRetryCount"] == "1"
     assert "X-CloudTasks-TaskPreviousResponse" not in attempts[1].headers
 
@@ -242,6 +245,23 @@ def test_a_503_with_retry_after_throttles_the_queue(
     [throttle] = google_emulator.tasks.throttles
     assert (throttle.queue, throttle.status) == (QUEUE, 503)
     assert throttle.seconds == pytest.approx(2 / google_emulator.clock.factor)
+
+
+def test_a_task_is_sent_at_its_schedule_time_not_before(
+    google_emulator: GoogleEmulator, tasks_client: tasks_v2.CloudTasksClient
+) -> None:
+    google_emulator.fake.add_queue(QUEUE)
+    service = serve(google_emulator, [])
+    eta = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)
+    try:
+        task = create_task(tasks_client, schedule_time=eta)
+        wait_for(lambda: google_emulator.tasks.settled([task.name]), message="the task to settle")
+    finally:
+        service.close()
+
+    [headers] = service.received
+    assert float(headers["X-CloudTasks-TaskETA"]) == pytest.approx(eta.timestamp(), abs=1e-6)
+    assert service.arrivals[0] >= eta
 
 
 def test_a_task_deleted_before_it_is_due_is_never_sent(
@@ -354,7 +374,7 @@ def test_retries_stop_at_max_retries_and_the_execution_fails(
 def test_at_the_task_timeout_sigterm_then_sigkill_after_the_grace_period(
     google_emulator: GoogleEmulator, jobs_client: run_v2.JobsClient
 ) -> None:
-    google_emulator.clock.factor = 100  # the 15 s timeout lasts 0.15 s
+    google_emulator.clock.factor = 15  # the 15 s timeout lasts 1 s
     runner = google_emulator.run_jobs(launch, grace_seconds=0.3)
     google_emulator.fake.add_run_job(JOB, max_retries=1, timeout=datetime.timedelta(seconds=15))
 

@@ -52,7 +52,7 @@ def postgresql_only() -> None:
 
 
 @pytest.fixture(scope="module")
-def env(google_fake: GoogleServicesFake, oidc_issuer: OidcIssuer) -> dict[str, str]:
+def env(django_db_setup: None, google_fake: GoogleServicesFake, oidc_issuer: OidcIssuer) -> dict[str, str]:
     return service_env(google_fake, oidc_issuer)
 
 
@@ -120,12 +120,13 @@ def test_a_task_that_always_fails_stops_at_max_attempts(scenario: Scenario) -> N
 @pytest.mark.xfail(strict=True, reason="issue 11 defect 2: a duplicate delivery is answered 503")
 def test_a_duplicate_delivery_while_the_task_runs(scenario: Scenario) -> None:
     allowed = queue(scenario.emulator.fake)
-    result = scenario.enqueue("duplicated", seconds=1.5)
+    scenario.enqueue("duplicated", seconds=3)
     first_run(scenario, "duplicated")
     [task] = scenario.emulator.fake.created_tasks
     scenario.emulator.tasks.duplicate(task.name)
     scenario.finish(attempts_allowed=allowed)
-    assert result.id
+    duplicates = [a for a in scenario.emulator.tasks.attempts() if a.duplicate]
+    assert len(duplicates) == 1
 
 
 @pytest.mark.xfail(
@@ -166,7 +167,7 @@ def test_kill_9_on_the_last_attempt_is_failed_by_recovery(scenario: Scenario) ->
 def test_a_database_restart_mid_task(scenario: Scenario) -> None:
     postgresql_only()
     allowed = queue(scenario.emulator.fake)
-    scenario.enqueue("restarted", seconds=1.5)
+    scenario.enqueue("restarted", seconds=3)
     first_run(scenario, "restarted")
     assert terminate_service_connections() > 0
     scenario.finish(attempts_allowed=allowed)
@@ -194,8 +195,8 @@ def test_a_slow_get_queue_is_not_on_the_enqueue_path(scenario: Scenario) -> None
 
 @pytest.mark.xfail(strict=True, reason="issue 11 defect 1: attempts restart on a re-dispatch")
 def test_a_purged_task_is_redispatched_by_recovery_without_new_attempts(scenario: Scenario) -> None:
-    scenario.emulator.clock.factor = 60  # a 60 s backoff lasts 1 s: time to purge after two attempts
-    allowed = queue(scenario.emulator.fake, min_backoff=datetime.timedelta(seconds=60), max_doublings=0)
+    scenario.emulator.clock.factor = 60  # a 120 s backoff lasts 2 s: time to purge after two attempts
+    allowed = queue(scenario.emulator.fake, min_backoff=datetime.timedelta(seconds=120), max_doublings=0)
     scenario.expect_failure = True
     scenario.enqueue("purged", fail_runs=99)
     [task] = scenario.emulator.fake.created_tasks

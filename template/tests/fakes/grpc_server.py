@@ -13,6 +13,7 @@ and responses are (de)serialised with the client libraries' own message classes:
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -22,6 +23,8 @@ from typing import Any
 import grpc
 
 from tests.fakes.oidc_issuer import OidcIssuer
+
+logger = logging.getLogger(__name__)
 
 # (service, method, request class, response serialiser, handler)
 Rpc = tuple[str, str, Any, Callable[[Any], bytes], Callable[[Any], Any]]
@@ -198,7 +201,10 @@ class FakeGrpcServer:
             with self._lock:
                 listeners = list(self._listeners.get(event, ()))
             for listener in listeners:
-                listener(*details)
+                try:
+                    listener(*details)
+                except Exception:  # the emulator's bug must not turn the app's RPC into an error
+                    logger.exception("listener of %s failed", event)
 
     # --- gRPC plumbing -----------------------------------------------------------------------
 
