@@ -289,3 +289,17 @@ def test_job_task_timeout_sigterm_then_retry(job_scenario: Scenario) -> None:
     timed_out = any(a.reason == "timeout" for a in job_scenario.emulator.jobs.attempts())  # type: ignore[union-attr]
     job_scenario.expect(timed_out, "no container reached its task timeout")
     job_scenario.finish(attempts_allowed=3)
+
+
+def test_job_force_cancel_mid_task(job_scenario: Scenario) -> None:
+    from django_tasks_google.base import cancel_task
+
+    job_scenario.emulator.fake.add_run_job(JOB, max_retries=2)
+    job_scenario.expect_failure = True  # a cancelled task ends FAILED
+    result = job_scenario.enqueue("job-cancelled", seconds=60, jobs=True)
+    first_run(job_scenario, "job-cancelled")
+    cancel_task(result, force=True)  # CancelExecution: Cloud Run SIGTERMs the running container
+    job_scenario.settle()
+    reasons = [a.reason for a in job_scenario.emulator.jobs.attempts()]  # type: ignore[union-attr]
+    job_scenario.expect(reasons == ["cancelled"], f"container attempts ended {reasons}, not once cancelled")
+    job_scenario.finish(attempts_allowed=3)
