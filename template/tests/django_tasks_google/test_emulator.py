@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import http.server
+import itertools
 import subprocess
 import sys
 import threading
@@ -453,3 +454,35 @@ def test_a_forced_run_fires_with_the_scheduler_headers_and_retries_the_same_slot
         certs_url=oidc_issuer.certs_url,
     )
     assert claims["email"] == ACCOUNT
+
+
+def test_cron_ticking_fires_each_slot_of_the_schedule_in_order(
+    google_emulator: GoogleEmulator, channel: grpc.Channel
+) -> None:
+    from google.cloud.scheduler_v1.services.cloud_scheduler.transports import CloudSchedulerGrpcTransport
+
+    google_emulator.clock.factor = 600  # a minute lasts 0.1 s
+    client = scheduler_v1.CloudSchedulerClient(transport=CloudSchedulerGrpcTransport(channel=channel))
+    service = serve(google_emulator, [])
+    job = scheduler_v1.Job(
+        name="projects/p/locations/europe-west1/jobs/minutely",
+        schedule="* * * * *",
+        time_zone="Europe/Amsterdam",
+        http_target=scheduler_v1.HttpTarget(uri=f"{ORIGIN}/tasks/schedule/"),
+    )
+    try:
+        client.create_job(parent="projects/p/locations/europe-west1", job=job)
+        google_emulator.scheduler.tick()
+        wait_for(lambda: len(service.received) >= 3, message="three slots")
+        google_emulator.scheduler.stop()
+    finally:
+        service.close()
+
+    slots = [
+        datetime.datetime.fromisoformat(f.schedule_time.replace("Z", "+00:00"))
+        for f in google_emulator.scheduler.firings()
+    ]
+    assert all(slot.second == 0 and slot.microsecond == 0 for slot in slots)
+    assert [later - earlier for earlier, later in itertools.pairwise(slots)] == [
+        datetime.timedelta(minutes=1)
+    ] * (len(slots) - 1)

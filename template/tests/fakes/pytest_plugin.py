@@ -6,9 +6,10 @@
   (``GoogleServicesFake``); its pushes carry tokens minted by ``oidc_issuer``.
 * ``google_api_endpoint``: the ``api_endpoint`` backend option that points the real clients at it.
 * ``google_emulator``: Google's behaviour on top of the fake (``GoogleEmulator``): Cloud Tasks
-  dispatches real HTTP requests, Cloud Scheduler fires, Cloud Run Jobs runs containers once the
-  test calls ``run_jobs(launch)``. Its clock compresses Google's durations
-  (``google_emulator.clock.factor``, default 20). Stopped after the test.
+  dispatches real HTTP requests, Cloud Scheduler fires on RunJob (and ticks through cron slots
+  after ``scheduler.tick()``), Cloud Run Jobs runs containers once the test calls
+  ``run_jobs(launch)``. Its clock compresses Google's durations (``google_emulator.clock.factor``,
+  default 20). Stopped after the test.
 
 At the end of the session the "Google behaves badly" scenarios' table (tests/fakes/emulator/
 report.py) is printed.
