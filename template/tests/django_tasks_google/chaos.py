@@ -20,6 +20,7 @@ row in the session's table (tests/fakes/emulator/report.py):
 
 from __future__ import annotations
 
+import datetime
 import os
 import runpy
 import signal
@@ -186,10 +187,19 @@ class Scenario:
     ids: list[str] = field(default_factory=list)
 
     def enqueue(
-        self, key: str, *, fail_runs: int = 0, seconds: float = 0.0, nul: bool = False, jobs: bool = False
+        self,
+        key: str,
+        *,
+        fail_runs: int = 0,
+        seconds: float = 0.0,
+        nul: bool = False,
+        jobs: bool = False,
+        run_after: datetime.datetime | None = None,
     ) -> TaskResult:
         """Enqueue ``chaos_tasks.record`` in a committed transaction (the on-commit dispatch runs)."""
         task = chaos_tasks.record.using(backend="jobs", queue_name="batch") if jobs else chaos_tasks.record
+        if run_after is not None:
+            task = task.using(run_after=run_after)
         with transaction.atomic():
             result = task.enqueue(str(self.directory), key, seconds=seconds, fail_runs=fail_runs, nul=nul)
         self.keys[key] = fail_runs

@@ -20,7 +20,7 @@ def _log_run(directory: str, key: str, line: str) -> None:
 
 
 def runs(directory: str, key: str) -> list[list[str]]:
-    """The body runs of ``key`` so far: one ``[pid, attempt, plan]`` per run."""
+    """The body runs of ``key`` so far: one ``[pid, attempt, plan, unix time]`` per run."""
     path = Path(directory) / f"{key}.runs"
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -41,7 +41,7 @@ def record(
     earlier = len(runs(directory, key))
     deliberate = earlier < fail_runs
     plan = "fail" if deliberate or nul else "ok"  # a NUL result fails its attempt by design
-    _log_run(directory, key, f"{os.getpid()} {context.attempt} {plan}")
+    _log_run(directory, key, f"{os.getpid()} {context.attempt} {plan} {time.time()}")
     if not earlier:
         time.sleep(seconds)
     if deliberate:

@@ -163,6 +163,21 @@ def test_kill_9_on_the_last_attempt_is_failed_by_recovery(scenario: Scenario) ->
     scenario.finish(attempts_allowed=allowed)
 
 
+@pytest.mark.xfail(
+    strict=True, reason="issue 11 defect 10: a push before the task's run_after runs it at once"
+)
+def test_an_early_delivery_before_run_after(scenario: Scenario) -> None:
+    allowed = queue(scenario.emulator.fake)
+    run_after = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=3)
+    scenario.enqueue("early", run_after=run_after)
+    [task] = scenario.emulator.fake.created_tasks
+    scenario.emulator.tasks.duplicate(task.name)  # at-least-once: a copy ahead of its ETA
+    scenario.settle()
+    starts = [float(run[3]) for run in scenario.runs("early")]
+    scenario.expect(all(start >= run_after.timestamp() for start in starts), "the body ran before run_after")
+    scenario.finish(attempts_allowed=allowed)
+
+
 @pytest.mark.xfail(strict=True, reason="issue 11 defect 6: a database restart mid-task re-runs the task")
 def test_a_database_restart_mid_task(scenario: Scenario) -> None:
     postgresql_only()
