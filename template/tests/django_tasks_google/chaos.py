@@ -185,6 +185,7 @@ class Scenario:
     keys: dict[str, int] = field(default_factory=dict)  # run-log key → planned failing runs
     problems: list[str] = field(default_factory=list)  # scenario-specific findings (``expect``)
     ids: list[str] = field(default_factory=list)
+    recoveries: list[str] = field(default_factory=list)  # each recovery pass's output
 
     def enqueue(
         self,
@@ -250,7 +251,7 @@ class Scenario:
         passes = 0
         while passes < 3 and any(row.status not in TERMINAL for row in self.rows()):
             time.sleep(LEASE_SECONDS + 0.5)  # let a dead attempt's lease lapse
-            self.recover()
+            self.recoveries.append(self.recover())
             passes += 1
             self.settle()
         self.check(attempts_allowed=attempts_allowed)
@@ -301,7 +302,8 @@ class Scenario:
                 verdict="; ".join(problems) or "ok",
             )
         )
-        assert not problems, f"{self.name}: {'; '.join(problems)}"
+        recoveries = "".join(f"\n--- recover_tasks ---\n{output}" for output in self.recoveries)
+        assert not problems, f"{self.name}: {'; '.join(problems)}{recoveries}"
 
 
 def _key(row: TaskExecution) -> str:

@@ -144,8 +144,8 @@ def test_a_task_that_outlives_its_dispatch_deadline(scenario: Scenario) -> None:
 
 
 def test_kill_9_of_the_gunicorn_worker_mid_task(scenario: Scenario) -> None:
-    # The retry comes after the dead attempt's lease lapsed (2 s): a backoff of 100 s lasts 5 s.
-    allowed = queue(scenario.emulator.fake, min_backoff=datetime.timedelta(seconds=100), max_doublings=0)
+    # The retry comes after the dead attempt's lease lapsed (5 s): a backoff of 160 s lasts 8 s.
+    allowed = queue(scenario.emulator.fake, min_backoff=datetime.timedelta(seconds=160), max_doublings=0)
     scenario.killed = True
     scenario.enqueue("killed", seconds=60)
     pid = int(first_run(scenario, "killed")[0])
