@@ -312,8 +312,10 @@ def _key(row: TaskExecution) -> str:
 
 
 def prepare(settings: Any, env: dict[str, str]) -> dict[str, Any]:
-    """Point the test process's TASKS at the service's configuration; forget cached lookups."""
+    """Make the test process enqueue as the service would: its TASKS, and its SECRET_KEY (pushes
+    carry a MAC keyed from it); forget cached lookups."""
     caches["default"].clear()
     tasks = service_tasks(env)
     settings.TASKS = tasks
+    settings.SECRET_KEY = env["DJANGO_SECRET_KEY"]
     return tasks

@@ -235,9 +235,6 @@ def test_a_return_value_postgresql_cannot_store(scenario: Scenario) -> None:
     scenario.finish(attempts_allowed=allowed)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 defect 11: a slot fires again when its ScheduleTime is spelled otherwise"
-)
 def test_one_scheduler_slot_spelled_three_ways(scenario: Scenario) -> None:
     from django_tasks_google.scheduler import schedule_task
 
