@@ -68,6 +68,8 @@ def service_env(fake: GoogleServicesFake, issuer: OidcIssuer) -> dict[str, str]:
         "CLOUDRUN_SERVICE_URLS": SERVICE_URL,
         "TASKS_GOOGLE_API_ENDPOINT": fake.endpoint,
         "TASKS_OIDC_CERTS_URL": issuer.certs_url,
+        # The deploy passes the push-MAC key from Secret Manager (older apps ignore it).
+        "TASKS_PUSH_SECRET": "chaos-push-secret-chaos-push-secret-chaos-push-secret",
         "DJANGO_SETTINGS_MODULE": SETTINGS,
         "DATABASE_URL": database_url(),
         "PYTHONUNBUFFERED": "1",
