@@ -129,7 +129,7 @@ class Gunicorn:
             except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
                 return False
 
-        wait_for(healthy, message="gunicorn to answer /healthz")
+        wait_for(healthy, timeout=3 * WAIT_LIMIT, message="gunicorn to answer /healthz")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -230,7 +230,7 @@ class Scenario:
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=WAIT_LIMIT,
+            timeout=3 * WAIT_LIMIT,  # Django's start alone is slow on a loaded machine
             check=False,
         )
         return done.stdout + done.stderr
@@ -239,11 +239,14 @@ class Scenario:
         """Wait until the platform has nothing in flight: every task delivered or given up, every
         execution's containers ended."""
         emulator = self.emulator
-        wait_for(emulator.tasks.settled, message=f"{self.name}: Cloud Tasks to settle")
+        wait_for(
+            emulator.tasks.settled, timeout=3 * WAIT_LIMIT, message=f"{self.name}: Cloud Tasks to settle"
+        )
         if emulator.jobs is not None:
             jobs = emulator.jobs
             wait_for(
                 lambda: all(jobs.finished(name) for name in list(emulator.fake.executions)),
+                timeout=3 * WAIT_LIMIT,  # a few container starts, slow on a loaded machine
                 message=f"{self.name}: Cloud Run executions to end",
             )
 

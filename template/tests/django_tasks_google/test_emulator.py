@@ -375,7 +375,7 @@ def test_retries_stop_at_max_retries_and_the_execution_fails(
 def test_at_the_task_timeout_sigterm_then_sigkill_after_the_grace_period(
     google_emulator: GoogleEmulator, jobs_client: run_v2.JobsClient
 ) -> None:
-    google_emulator.clock.factor = 15  # the 15 s timeout lasts 1 s
+    google_emulator.clock.factor = 5  # the 15 s timeout lasts 3 s: time for Python to start
     runner = google_emulator.run_jobs(launch, grace_seconds=0.3)
     google_emulator.fake.add_run_job(JOB, max_retries=1, timeout=datetime.timedelta(seconds=15))
 

@@ -65,6 +65,7 @@ class CloudRunJobsRunner:
         self._threads: list[threading.Thread] = []
         self._cancelled: set[str] = set()
         self._done: set[str] = set()
+        self._expired: set[int] = set()  # ids of attempts whose task timeout a test made pass now
 
     def start(self) -> CloudRunJobsRunner:
         self.fake.on("execution_created", self._created)
@@ -89,6 +90,12 @@ class CloudRunJobsRunner:
 
     def running(self, execution: str | None = None) -> list[ContainerAttempt]:
         return [a for a in self.attempts(execution) if a.process.poll() is None]
+
+    def time_out(self, execution: str) -> None:
+        """Let the task timeout of the execution's running attempts pass now (a clock jump for
+        them alone): they get SIGTERM, then SIGKILL after the grace, as at a real timeout."""
+        with self._lock:
+            self._expired.update(id(a) for a in self.audit if a.execution == short(execution))
 
     def finished(self, execution: str) -> bool:
         with self._lock:
@@ -137,16 +144,29 @@ class CloudRunJobsRunner:
                 process = self.launch(self.fake.job_container(name, task_index=index, attempt=number))
                 attempt = ContainerAttempt(short(name), index, number, process)
                 self.audit.append(attempt)
-            try:
-                output, _ = process.communicate(timeout=self.clock.real_seconds(timeout))
-            except subprocess.TimeoutExpired:
-                attempt.reason = "timeout"
-                self._terminate(process)
-                output, _ = process.communicate()
-            attempt.output, attempt.returncode = output or "", process.returncode
+            output = self._wait(process, attempt, timeout)
+            attempt.output, attempt.returncode = output, process.returncode
             if process.returncode == 0:
                 results[index] = True
                 return
+
+    def _wait(
+        self, process: subprocess.Popen[str], attempt: ContainerAttempt, timeout: datetime.timedelta
+    ) -> str:
+        """The container's output once it exited; at the task timeout (on the clock, or made to pass
+        by ``time_out``) SIGTERM, then SIGKILL after the grace."""
+        started = self.clock.monotonic()
+        while True:
+            try:
+                output, _ = process.communicate(timeout=0.05)
+                return output or ""
+            except subprocess.TimeoutExpired:
+                expired = id(attempt) in self._expired
+                if expired or self.clock.monotonic() - started >= self.clock.real_seconds(timeout):
+                    attempt.reason = "timeout"
+                    self._terminate(process)
+                    output, _ = process.communicate()
+                    return output or ""
 
     def _terminate(self, process: subprocess.Popen[str]) -> None:
         """SIGTERM, then SIGKILL once the grace period has passed."""
