@@ -118,7 +118,6 @@ def test_a_task_that_always_fails_stops_at_max_attempts(scenario: Scenario) -> N
     scenario.finish(attempts_allowed=allowed)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 2: a duplicate delivery is answered 503")
 def test_a_duplicate_delivery_while_the_task_runs(scenario: Scenario) -> None:
     allowed = queue(scenario.emulator.fake)
     scenario.enqueue("duplicated", seconds=3)
@@ -130,10 +129,6 @@ def test_a_duplicate_delivery_while_the_task_runs(scenario: Scenario) -> None:
     assert len(duplicates) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defects 2 and 9: a redelivery after the dispatch deadline finds the lease held: 503",
-)
 def test_a_task_that_outlives_its_dispatch_deadline(scenario: Scenario) -> None:
     scenario.emulator.clock.factor = 600  # the longest deadline, 30 min, lasts 3 s
     allowed = queue(scenario.emulator.fake, max_attempts=100)
@@ -164,9 +159,6 @@ def test_kill_9_on_the_last_attempt_is_failed_by_recovery(scenario: Scenario) ->
     scenario.finish(attempts_allowed=allowed)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 defect 10: a push before run_after ran the task; now it is answered 503"
-)
 def test_an_early_delivery_before_run_after(scenario: Scenario) -> None:
     allowed = queue(scenario.emulator.fake)
     run_after = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=3)
@@ -205,7 +197,6 @@ def test_a_slow_get_queue_is_not_on_the_enqueue_path(scenario: Scenario) -> None
     scenario.finish(attempts_allowed=allowed)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 1: attempts restart on a re-dispatch")
 def test_a_purged_task_is_redispatched_by_recovery_without_new_attempts(scenario: Scenario) -> None:
     scenario.emulator.clock.factor = 60  # a 120 s backoff lasts 2 s: time to purge after two attempts
     allowed = queue(scenario.emulator.fake, min_backoff=datetime.timedelta(seconds=120), max_doublings=0)
