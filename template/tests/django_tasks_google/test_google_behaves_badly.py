@@ -171,7 +171,6 @@ def test_an_early_delivery_before_run_after(scenario: Scenario) -> None:
     scenario.finish(attempts_allowed=allowed)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 6: a database restart mid-task re-runs the task")
 def test_a_database_restart_mid_task(scenario: Scenario) -> None:
     postgresql_only()
     allowed = queue(scenario.emulator.fake)
@@ -211,10 +210,6 @@ def test_a_purged_task_is_redispatched_by_recovery_without_new_attempts(scenario
     scenario.finish(attempts_allowed=allowed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 5: a NUL return value cannot be saved: 503 and a rerun on every delivery",
-)
 def test_a_return_value_postgresql_cannot_store(scenario: Scenario) -> None:
     postgresql_only()
     allowed = queue(scenario.emulator.fake)
