@@ -21,8 +21,10 @@ function-scoped fixture never leaks into the next test; don't populate the fakes
 session-scoped fixtures.
 """
 
+import dataclasses
 import os
 from collections.abc import Iterator
+from typing import Any
 
 # Must be set before grpc is imported, or grpc-core prints INFO lines.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -36,6 +38,7 @@ from tests.fakes.google_services import GoogleServicesFake
 from tests.fakes.oidc_issuer import OidcIssuer
 
 _started: list[GoogleServicesFake | OidcIssuer] = []
+_ROWS_KEY = "google_behaves_badly_rows"
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +71,20 @@ def google_emulator(google_fake: GoogleServicesFake) -> Iterator[GoogleEmulator]
     emulator = GoogleEmulator(google_fake, EmulatorClock(factor=20))
     yield emulator
     emulator.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its scenario rows to the controller, which prints them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_ROWS_KEY] = [dataclasses.asdict(row) for row in report.ROWS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist's controller: collect the rows a finished worker sent."""
+    for row in getattr(node, "workeroutput", {}).get(_ROWS_KEY, []):
+        report.record(report.ScenarioRow(**row))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
