@@ -228,6 +228,8 @@ class BackendOptions:
     heartbeat_timeout: timedelta = field(
         default=timedelta(seconds=30), metadata=option("number", key="heartbeat_timeout_seconds", above=0)
     )
+    # Accepted for compatibility with the published package, whose attempts each stopped a heartbeat
+    # thread of their own: the one shared thread of heartbeat.py is never joined, so it has no effect.
     heartbeat_join_timeout: timedelta = field(
         default=timedelta(seconds=5),
         metadata=option("number", key="heartbeat_join_timeout_seconds", minimum=0),
