@@ -40,9 +40,12 @@ PACKAGES = {
     "dbtasks": ["django-tasks-db==0.13.0"],
 }
 COMMON_PACKAGES = ["psycopg[binary]", "dj-database-url", "gunicorn", "requests"]
-# (rounds, enqueues, tasks per drain, drain window s, latency probes, idle settle s)
+# rounds; enqueues timed; tasks per drain; drain window (s); latency probes; idle settle (s);
+# push: in-process requests per endpoint, seconds of load per endpoint under gunicorn
 FULL = {"rounds": 2, "enqueues": 300, "tasks": 200, "window": 4.0, "probes": 10, "settle": 2.0}
+FULL |= {"requests": 200, "seconds": 3.0}
 QUICK = {"rounds": 1, "enqueues": 100, "tasks": 60, "window": 1.0, "probes": 3, "settle": 0.5}
+QUICK |= {"requests": 30, "seconds": 1.0}
 
 
 def main() -> None:
@@ -53,6 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="rounds (default: 2, 1 with --quick)")
     parser.add_argument("--databases", default="sqlite,postgres", help="default: sqlite,postgres")
     parser.add_argument("--concurrency", help="drain concurrencies (default: 1,2,4; 2 with --quick)")
+    parser.add_argument("--no-push", action="store_true", help="skip the push path (/tasks/execute/)")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="build the environments here and reuse them")
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
@@ -79,9 +83,13 @@ def main() -> None:
                         results[database][subject] = run_round(
                             envs[subject], subject, urls[database][subject], sizes, concurrency
                         )
+                        if not args.no_push:
+                            results[database][subject]["push"] = run_push(
+                                envs, subject, urls[database][subject], sizes
+                            )
                 rounds.append(results)
                 noise.append(sample.noise())
-    print_report(rounds, noise, databases, concurrency, sizes, time.monotonic() - began)
+    print_report(rounds, noise, databases, concurrency, sizes, not args.no_push, time.monotonic() - began)
 
 
 @contextmanager
@@ -179,6 +187,39 @@ def prepare_databases(work: Path, envs: dict, databases: list[str], postgres: st
     return urls
 
 
+def run_push(envs: dict, subject: str, database_url: str, sizes: dict) -> dict:
+    env = envs[subject]
+    fakes = Path(envs["ours"]["manage"]).parent / "tests" / "fakes"  # the issuer all three verify
+    argv = [
+        env["python"],
+        INSIDE / "push.py",
+        "--subject",
+        subject,
+        "--fakes",
+        fakes,
+        "--requests",
+        str(sizes["requests"]),
+        "--seconds",
+        str(sizes["seconds"]),
+    ]
+    return run_json(argv, env, subject, database_url)
+
+
+def run_json(argv: list, env: dict, subject: str, database_url: str) -> dict:
+    """Run an inside script with the subject's interpreter; the JSON line it prints last."""
+    completed = subprocess.run(
+        [str(arg) for arg in argv],
+        env=subject_env(env, subject, database_url),
+        cwd=Path(env["manage"]).parent,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        sys.exit(f"{Path(argv[1]).name} failed for {subject} (exit code {completed.returncode})")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def run_round(env: dict, subject: str, database_url: str, sizes: dict, concurrency: str) -> dict:
     argv = [
         env["python"],
@@ -200,17 +241,7 @@ def run_round(env: dict, subject: str, database_url: str, sizes: dict, concurren
         "--settle",
         str(sizes["settle"]),
     ]
-    completed = subprocess.run(
-        [str(arg) for arg in argv],
-        env=subject_env(env, subject, database_url),
-        cwd=Path(env["manage"]).parent,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        sys.exit(f"bench/inside/compare.py failed for {subject} (exit code {completed.returncode})")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_json(argv, env, subject, database_url)
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
@@ -354,36 +385,43 @@ def postgres_cpu(pid: int | None) -> float:
 # --- the table -----------------------------------------------------------------------------------
 
 
-def median(rounds: list[dict], database: str, subject: str, *keys: str) -> float:
+def median(rounds: list[dict], database: str, subject: str, *keys: str) -> float | None:
+    """The median over the rounds of one figure; None where the subject has no such thing."""
     values = []
     for results in rounds:
         value = results[database][subject]
         for key in keys:
-            value = value[key]
+            value = value.get(key) if value is not None else None
+        if value is None:
+            return None
         values.append(value)
     return statistics.median(values)
 
 
-def ratio_text(ratios: list[float]) -> str:
-    if min(ratios) == max(ratios) or len(ratios) == 1:
+def ratio_text(numerators: list[float | None], denominators: list[float | None]) -> str:
+    ratios = [n / d for n, d in zip(numerators, denominators, strict=True) if n is not None and d]
+    if not ratios:
+        return "-"
+    if len(ratios) == 1 or min(ratios) == max(ratios):
         return f"{ratios[0]:.2f}x"
     return f"{min(ratios):.2f}-{max(ratios):.2f}x"
 
 
 def print_report(
-    rounds: list, noise: list, databases: list[str], concurrency: str, sizes: dict, elapsed: float
+    rounds: list, noise: list, databases: list[str], concurrency: str, sizes: dict, push: bool, elapsed: float
 ) -> None:
     levels = concurrency.split(",")
     rows = []
 
-    def row(label: str, keys_list: list[tuple[str, ...]], database: str, digits: int = 1) -> None:
+    def row(
+        label: str, keys_list: list[tuple[str, ...]], database: str, digits: int = 1, bare: str = ""
+    ) -> None:
         values = {s: [median(rounds, database, s, *keys) for keys in keys_list] for s in SUBJECTS}
-        cells = [" / ".join(f"{v:.{digits}f}" for v in values[s]) for s in SUBJECTS]
-        ratios = [
-            ratio_text([o / p for o, p in zip(values["ours"], values[other], strict=True)])
-            for other in ("published", "dbtasks")
-        ]
-        rows.append([label, *cells, *ratios])
+        cells = [" / ".join("-" if v is None else f"{v:.{digits}f}" for v in values[s]) for s in SUBJECTS]
+        ratios = [ratio_text(values["ours"], values[other]) for other in ("published", "dbtasks")]
+        # Ours against the bare INSERT view measured in ours' own environment, same round.
+        floor = ratio_text(values["ours"], [median(rounds, database, "ours", "push", bare)]) if bare else ""
+        rows.append([label, *cells, *ratios, floor])
 
     for database in databases:
         db = "PostgreSQL" if database == "postgres" else "SQLite"
@@ -403,12 +441,30 @@ def print_report(
         row(f"idle worker RSS, {db} (MB)", [("idle", "rss_mb")], database, 0)
         row(f"idle worker processes, {db}", [("idle", "processes")], database, 0)
         row(f"e2e latency, idle worker, poll 0.1 s, {db} (ms)", [("idle", "latency_ms")], database, 0)
+        if push:
+            row(
+                f"/tasks/execute/ in-process, {db} (ms/request)",
+                [("push", "execute_ms")],
+                database,
+                2,
+                "bare_ms",
+            )
+            row(f"bare INSERT view in-process, {db} (ms/request)", [("push", "bare_ms")], database, 2)
+            row(
+                f"/tasks/execute/, gunicorn -w 2, {db} (req/s)",
+                [("push", "execute_rps")],
+                database,
+                0,
+                "bare_rps",
+            )
+            row(f"bare INSERT view, gunicorn -w 2, {db} (req/s)", [("push", "bare_rps")], database, 0)
 
     print(
         f"\nMedians of {len(rounds)} round(s); drains: {sizes['tasks']} tasks enqueued, throughput and CPU "
         f"measured from the first task done over {sizes['window']} s (or until all done).\n"
     )
-    print_table(["figure", *(LABELS[s] for s in SUBJECTS), "ours/published", "ours/db-tasks"], rows)
+    headers = ["figure", *(LABELS[s] for s in SUBJECTS), "ours/published", "ours/db-tasks", "ours/bare"]
+    print_table(headers, rows)
     print("\nNoise (CPU of processes other than the measured ones, while the rounds ran):\n")
     print_table(
         ["round", "seconds", "other processes (cores)", "other (% of machine)", "measured (% of machine)"],
