@@ -36,10 +36,11 @@ SITE = BENCH / "site"
 SUBJECTS = ["ours", "published", "dbtasks"]
 LABELS = {"ours": "ours", "published": "published 0.6.0", "dbtasks": "django-tasks-db"}
 PACKAGES = {
-    "published": ["django-tasks-google==0.6.0", "croniter", "cryptography"],
+    "published": ["django-tasks-google==0.6.0", "croniter"],
     "dbtasks": ["django-tasks-db==0.13.0"],
 }
-COMMON_PACKAGES = ["psycopg[binary]", "dj-database-url", "gunicorn", "requests"]
+# cryptography: the test OIDC issuer, which mints tokens in every subject's push measurement.
+COMMON_PACKAGES = ["psycopg[binary]", "dj-database-url", "gunicorn", "requests", "cryptography"]
 # rounds; enqueues timed; tasks per drain; drain window (s); latency probes; idle settle (s);
 # push: in-process requests per endpoint, seconds of load per endpoint under gunicorn
 FULL = {"rounds": 2, "enqueues": 300, "tasks": 200, "window": 4.0, "probes": 10, "settle": 2.0}
@@ -108,6 +109,7 @@ def build_environments(work: Path) -> dict[str, dict]:
     if not (ours / ".venv" / "bin" / "python").exists():
         render(ours)
     python = ours / ".venv" / "bin" / "python"
+    (ours / "staticfiles").mkdir(exist_ok=True)  # WhiteNoise warns on every start without it
     django_version = subprocess.check_output(
         [python, "-c", "import django; print(django.__version__)"], text=True
     )
@@ -115,7 +117,9 @@ def build_environments(work: Path) -> dict[str, dict]:
     envs = {"ours": {"python": python, "manage": ours / "manage.py", "path": [SITE, ours]}}
     for subject, packages in PACKAGES.items():
         venv = work / subject
-        if not (venv / "ready").exists():
+        wanted = " ".join([f"django=={django_version.strip()}", *COMMON_PACKAGES, *packages])
+        ready = venv / "ready"  # what was installed: a changed list rebuilds a kept environment
+        if not ready.exists() or ready.read_text() != wanted:
             print(f"Installing {' '.join(packages)} into {venv}", file=sys.stderr)
             shutil.rmtree(venv, ignore_errors=True)
             env = service_env()
@@ -135,7 +139,7 @@ def build_environments(work: Path) -> dict[str, dict]:
                 env=env,
                 check=True,
             )
-            (venv / "ready").touch()
+            ready.write_text(wanted)
         envs[subject] = {"python": venv / "bin" / "python", "manage": SITE / "manage.py", "path": [SITE]}
     return envs
 
