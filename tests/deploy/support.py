@@ -162,12 +162,12 @@ def flags(args: list[str]) -> dict[str, str]:
 
 def backend_default_command(dst: Path) -> list[str]:
     """DEFAULT_COMMAND of the vendored CloudRunJobsBackend, read without importing Django."""
-    tree = ast.parse((dst / "django_tasks_google" / "backends" / "cloud_run_jobs.py").read_text())
-    for node in ast.walk(tree):
-        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
-        if any(isinstance(target, ast.Name) and target.id == "DEFAULT_COMMAND" for target in targets):
-            return list(ast.literal_eval(node.value))  # type: ignore[arg-type]
-    raise AssertionError("DEFAULT_COMMAND not found in cloud_run_jobs.py")
+    for module in sorted((dst / "django_tasks_google" / "backends").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+            if any(isinstance(target, ast.Name) and target.id == "DEFAULT_COMMAND" for target in targets):
+                return list(ast.literal_eval(node.value))  # type: ignore[arg-type]
+    raise AssertionError("DEFAULT_COMMAND not found in django_tasks_google/backends/")
 
 
 def env_vars(value: str) -> dict[str, str]:
