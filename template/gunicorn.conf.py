@@ -6,9 +6,11 @@ without rebuilding:
 
 - PORT: set by Cloud Run (8080 unless configured otherwise).
 - WEB_CONCURRENCY: worker processes (default 1; raise it with the service's CPUs).
-- GUNICORN_THREADS: threads per worker (default 8). Keep the service's `--concurrency` close to
+- GUNICORN_THREADS: threads per worker (default 4). Keep the service's `--concurrency` close to
   WEB_CONCURRENCY x GUNICORN_THREADS so requests queue at Cloud Run's front end, which can start
-  another instance, rather than inside this container.
+  another instance, rather than inside this container. Each busy thread holds a database
+  connection, and a task it runs one more for its heartbeat: cloudbuild.yaml sizes the instance
+  count against Cloud SQL's connection limit with this number.
 """
 
 import os
@@ -21,7 +23,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # are handled in pool threads, never in the worker's main thread, so gunicorn's own SIGTERM handler
 # stays in place while a task runs and a shutdown is never mistaken for a task timeout.
 worker_class = "gthread"
-threads = max(2, int(os.environ.get("GUNICORN_THREADS", "8")))
+threads = max(2, int(os.environ.get("GUNICORN_THREADS", "4")))
 
 # No worker timeout: Cloud Run's request timeout (the deploy sets 30 minutes, the longest dispatch
 # deadline Cloud Tasks allows) bounds each request. A gthread worker keeps its heartbeat while its

@@ -12,6 +12,9 @@ from pathlib import Path
 from manage import load_local_env
 
 os.environ.setdefault("DJANGO_DEBUG", "true")
+# Strong enough for the Cloud Run check in config/settings.py: emulated job containers run with
+# CLOUD_RUN_JOB set and inherit this environment.
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-" + "0123456789abcdefghijklmnopqrstuvwxyz" * 2)
 os.environ.setdefault("TASKS_TARGET", "local")
 load_local_env(Path(__file__).resolve().parent.parent / ".env")
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,14 +161,13 @@ def flags(args: list[str]) -> dict[str, str]:
 
 
 def backend_default_command(dst: Path) -> list[str]:
-    """DEFAULT_COMMAND of the vendored CloudRunJobsBackend (declared with the backend options), read
-    without importing Django."""
-    tree = ast.parse((dst / "django_tasks_google" / "backends" / "options.py").read_text())
-    for node in ast.walk(tree):
-        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
-        if any(isinstance(target, ast.Name) and target.id == "DEFAULT_COMMAND" for target in targets):
-            return list(ast.literal_eval(node.value))  # type: ignore[arg-type]
-    raise AssertionError("DEFAULT_COMMAND not found in backends/options.py")
+    """DEFAULT_COMMAND of the vendored CloudRunJobsBackend, read without importing Django."""
+    for module in sorted((dst / "django_tasks_google" / "backends").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+            if any(isinstance(target, ast.Name) and target.id == "DEFAULT_COMMAND" for target in targets):
+                return list(ast.literal_eval(node.value))  # type: ignore[arg-type]
+    raise AssertionError("DEFAULT_COMMAND not found in django_tasks_google/backends/")
 
 
 def env_vars(value: str) -> dict[str, str]:
@@ -370,7 +370,7 @@ class ReplayedImage:
         self.app = root / "app"
         self.build_stage, self.runtime_stage = dockerfile_stages((project / "Dockerfile").read_text())
         self.python = (project / ".venv" / "bin" / "python").resolve()
-        version = re.search(r"^ARG PYTHON_VERSION=(\S+)$", (project / "Dockerfile").read_text(), re.M)
+        version = re.search(r"^FROM python:(\d+\.\d+)-", (project / "Dockerfile").read_text(), re.M)
         assert version and self.python.name == f"python{version.group(1)}", (self.python, version)
 
     def translate(self, value: str) -> str:
@@ -443,6 +443,57 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict
         return error.code, dict(error.headers), error.read()
 
 
+def http_post(url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """POST a form without following redirects: (status, headers, body)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    body = urllib.parse.urlencode(form).encode()
+    request = urllib.request.Request(
+        url, data=body, headers={**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+# What `gcloud run services proxy SERVICE --port=8080` does to a browser's request: it sends it to
+# the service with the service's Host (Cloud Run's front end adds X-Forwarded-Proto: https) and
+# leaves the browser's Origin and Referer as they are: http://localhost:8080. Source:
+# https://github.com/GoogleCloudPlatform/cloud-run-proxy (main.go, buildProxy), which gcloud runs.
+PROXY_ORIGIN = "http://localhost:8080"
+
+
+def admin_login_through_proxy(base_url: str, host: str, origin: str, password: str) -> int:
+    """Log in to the admin as a browser behind the local proxy would; the POST's status."""
+    https = {"Host": host, "X-Forwarded-Proto": "https"}
+    status, headers, body = http_get(f"{base_url}/admin/login/?next=/admin/", https)
+    assert status == 200, status
+    cookie = re.search(r"csrftoken=([^;]+)", headers["Set-Cookie"])
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body)
+    assert cookie and token, "the login form carries a CSRF token and cookie"
+    form = {
+        "csrfmiddlewaretoken": token.group(1).decode(),
+        "username": "admin",
+        "password": password,
+        "next": "/admin/",
+    }
+    browser = {
+        "Origin": origin,
+        "Referer": f"{origin}/admin/login/",
+        "Cookie": f"csrftoken={cookie.group(1)}",
+    }
+    status, headers, _ = http_post(f"{base_url}/admin/login/?next=/admin/", form, {**https, **browser})
+    if status == 302:
+        assert headers["Location"] == "/admin/", headers["Location"]
+    return status
+
+
 # Plays Cloud Tasks and Cloud Run's front end for the replayed image, with the generated project's
 # own fakes (so it runs on the project's venv, next to the image's code): the gRPC fake of Cloud
 # Tasks receives the CreateTask of an enqueue made exactly as the service's settings say, and its
@@ -500,6 +551,25 @@ for delivery in ["signed", "forwarded"]:
         "return_value": result.return_value,
     }
 print(json.dumps(results))
+"""
+
+
+# Enqueues a task on the SQLite service's own database, as its code would, and waits for the task
+# worker that runs in the same container to finish it. Last line out: the result.
+LOCAL_TASK_DRIVER = """
+import json, sys, time
+
+import django
+
+django.setup()
+from django.utils.module_loading import import_string
+
+result = import_string(sys.argv[1]).enqueue(7)
+deadline = time.monotonic() + 120
+while not result.is_finished and time.monotonic() < deadline:
+    time.sleep(0.3)
+    result.refresh()
+print(json.dumps({"task_status": str(result.status), "return_value": result.return_value}))
 """
 
 

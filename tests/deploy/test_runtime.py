@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -20,13 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import VARIANTS, Render, run, uv
+from ..conftest import VARIANTS, Render, project_env, run, uv
 from .support import (
     BUILD_SA_EXAMPLE,
+    LOCAL_TASK_DRIVER,
+    PROXY_ORIGIN,
     PUSH_DRIVER,
     SERVICE_URL,
     Bootstrap,
     ReplayedImage,
+    admin_login_through_proxy,
     flags,
     free_port,
     gcloud_env,
@@ -49,9 +53,14 @@ def test_gcloud_accepts_every_command(render: Render, tmp_path: Path) -> None:
     if shutil.which("gcloud") is None:
         pytest.skip("the Google Cloud CLI (gcloud) is not installed")
     dst = render(tmp_path / "service", **VARIANTS["postgres-all"])
-    build = load_build(dst)
-    values = resolved_substitutions(build)
-    commands = [[substitute(arg, values) for arg in step["args"]] for step in gcloud_steps(build)]
+    commands = []
+    # The PostgreSQL build (every job) and the SQLite one (its single-container service flags).
+    for project in [dst, render(tmp_path / "sqlite", **VARIANTS["sqlite-tasks"])]:
+        build = load_build(project)
+        values = resolved_substitutions(build)
+        commands += [[substitute(arg, values) for arg in step["args"]] for step in gcloud_steps(build)]
+    deployed = {argv[3] if argv[1] == "jobs" else argv[2] for argv in commands if "deploy" in argv[:3]}
+    assert {f"acme-orders{suffix}" for suffix in ["", "-migrate", "-tasks", "-recover", "-prune"]} <= deployed
     bootstrap = Bootstrap(dst, tmp_path / "fake")
     for line in bootstrap("--dry-run").stdout.splitlines():
         if not line.startswith(("gcloud ", "printf ", "BUILD_SA=")):
@@ -85,15 +94,55 @@ def test_production_settings_pass_check_deploy(
     assert "System check identified no issues" in result.stdout
 
 
+def settings_outcome(project: Path, env: dict[str, str]) -> str:
+    """`DEBUG=<value>` if config.settings loads under `env` alone (no .env), else its error."""
+    code = "import django; django.setup(); from django.conf import settings; print(f'DEBUG={settings.DEBUG}')"
+    clean = {k: v for k, v in project_env().items() if not k.startswith(("DJANGO_", "K_", "CLOUD_RUN_"))}
+    result = subprocess.run(
+        [project / ".venv" / "bin" / "python", "-c", code],
+        cwd=project,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_settings_default_to_production_and_refuse_weak_keys(synced_project: Callable[[str], Path]) -> None:
+    """Finding 3: no DEBUG unless asked, no public key outside Cloud Run, no weak key on it."""
+    project = synced_project("sqlite-tasks")
+    strong = "k" + secrets.token_urlsafe(50)
+    # `env -i ... manage.py` or `docker run IMAGE`: no debug mode, and no silent fallback key.
+    missing = settings_outcome(project, {})
+    assert "DJANGO_SECRET_KEY is not set" in missing and "DJANGO_DEBUG=true" in missing
+    assert settings_outcome(project, {"DJANGO_SECRET_KEY": "x"}) == "DEBUG=False"
+    assert settings_outcome(project, {"DJANGO_DEBUG": "true"}) == "DEBUG=True"
+    # The copied project's .env asks for development mode; manage.py reads it.
+    local = uv(project, "run", "--locked", "python", "manage.py", "shell", "-c", "print(settings.DEBUG)")
+    assert local.stdout.strip().splitlines()[-1] == "True"
+    # On Cloud Run (service or job), a missing, short or django-insecure key refuses to start.
+    for cloud_run in [{"K_SERVICE": "acme-orders"}, {"CLOUD_RUN_JOB": "acme-orders-migrate"}]:
+        for key in ["", "x" * 49, "django-insecure-" + "a1b2c3d4e5" * 5, "ab" * 30]:
+            outcome = settings_outcome(project, {**cloud_run, "DJANGO_SECRET_KEY": key})
+            assert "DJANGO_SECRET_KEY" in outcome and "gcloud secrets versions add" in outcome, (key, outcome)
+        assert settings_outcome(project, {**cloud_run, "DJANGO_SECRET_KEY": strong}) == "DEBUG=False"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["postgres-all", "sqlite-tasks"])
-def test_replayed_image_serves_requests_and_runs_pushed_tasks(
+def test_replayed_image_serves_requests_and_runs_tasks(
     variant: str,
     synced_project: Callable[[str], Path],
     request: pytest.FixtureRequest,
     tmp_path: Path,
     processes: Callable[..., subprocess.Popen[str]],
 ) -> None:
+    """PostgreSQL: the service runs tasks Cloud Tasks pushes. SQLite: one container runs gunicorn
+    and the local worker, which runs a task enqueued on its database (defect 13)."""
+    postgres = VARIANTS[variant]["database"] == "postgres"
     project = synced_project(variant)
     image = ReplayedImage(project, tmp_path)
     image.build()
@@ -105,25 +154,35 @@ def test_replayed_image_serves_requests_and_runs_pushed_tasks(
 
     database = variant_database(variant, request, "image")
     env = image.runtime_env(production_env(project, database))
-    if VARIANTS[variant]["database"] == "postgres":
+    if postgres:
         # The migrate job: the build's --args, run in the image before the service starts.
         migrate = flags(
             next(step for step in load_build(project)["steps"] if step["id"] == "migrate")["args"]
         )
         run(migrate["args"].split(","), image.app, env=env, timeout=300)
-
-    # The push driver runs on the project's venv (the fakes need its dev dependencies) with the
-    # image's code and database first on the path.
-    driver = processes(
-        [project / ".venv" / "bin" / "python", "-c", PUSH_DRIVER, "acme_orders.tasks.send_notification"],
-        tmp_path,
-        {**env, "PYTHONPATH": f"{image.app}{os.pathsep}{project}", "PYTHONDONTWRITEBYTECODE": "1"},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "driver.log").open("w"),
+    # An administrator, as `createsuperuser` would make one (on SQLite, in the image's database).
+    password = secrets.token_urlsafe(16)
+    run(
+        ["python", "manage.py", "createsuperuser", "--noinput", "--username=admin", "--email=a@example.com"],
+        image.app,
+        env={**env, "DJANGO_SUPERUSER_PASSWORD": password},
+        timeout=120,
     )
-    fakes = json.loads(driver.stdout.readline() or "null")  # type: ignore[union-attr]
-    assert fakes, (tmp_path / "driver.log").read_text()
+
+    fakes: dict[str, str] = {}
+    if postgres:
+        # The push driver runs on the project's venv (the fakes need its dev dependencies) with the
+        # image's code and database first on the path.
+        driver = processes(
+            [project / ".venv" / "bin" / "python", "-c", PUSH_DRIVER, "acme_orders.tasks.send_notification"],
+            tmp_path,
+            {**env, "PYTHONPATH": f"{image.app}{os.pathsep}{project}", "PYTHONDONTWRITEBYTECODE": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / "driver.log").open("w"),
+        )
+        fakes = json.loads(driver.stdout.readline() or "null")  # type: ignore[union-attr]
+        assert fakes, (tmp_path / "driver.log").read_text()
 
     # The service: the image's CMD with the deploy's environment. Only the certificates URL and the
     # API endpoint differ from production: they point at the fakes instead of Google.
@@ -143,6 +202,11 @@ def test_replayed_image_serves_requests_and_runs_pushed_tasks(
     # Health answers whatever the Host (probes do not send the service's), before host validation.
     status, _, body = http_get(f"{base}/healthz", {"Host": "10.1.2.3:8080"})
     assert (status, json.loads(body)) == (200, {"status": "ok"})
+    # The startup probe's path (cloudbuild.yaml): ready once the database answers.
+    deploy = flags(next(step for step in load_build(project)["steps"] if step["id"] == "deploy")["args"])
+    probe = dict(item.split("=", 1) for item in deploy["startup-probe"].split(","))
+    status, _, _ = http_get(f"{base}{probe['httpGet.path']}", {"Host": "10.1.2.3:8080"})
+    assert status == 200
     # Cloud Run's front end terminates TLS: plain HTTP is redirected, X-Forwarded-Proto https is served.
     status, headers, _ = http_get(f"{base}/admin/login/", {**https, "X-Forwarded-Proto": "http"})
     assert status == 301 and headers["Location"] == f"https://{host}/admin/login/"
@@ -156,22 +220,81 @@ def test_replayed_image_serves_requests_and_runs_pushed_tasks(
     # A host that is not the service's is refused.
     status, _, _ = http_get(f"{base}/admin/login/", {**https, "Host": "evil.example.com"})
     assert status == 400
+    # The admin through `gcloud run services proxy --port=8080` (finding 4): the login POST carries
+    # the browser's origin, http://localhost:8080, and succeeds; another origin is still refused.
+    assert admin_login_through_proxy(base, host, PROXY_ORIGIN, password) == 302
+    assert admin_login_through_proxy(base, host, "https://evil.example.com", password) == 403
 
-    # Cloud Tasks pushes: a task enqueued as the service would, delivered to gunicorn, runs.
-    driver.stdin.write(f"{port}\n")  # type: ignore[union-attr]
-    driver.stdin.flush()  # type: ignore[union-attr]
-    results = json.loads(driver.stdout.readline() or "null")  # type: ignore[union-attr]
-    assert results, (tmp_path / "driver.log").read_text()
-    expected = {"url": f"{SERVICE_URL}/tasks/execute/", "http_status": 204, "task_status": "SUCCESSFUL"}
-    for delivery, outcome in results.items():
-        assert {key: outcome[key] for key in expected} == expected, (delivery, outcome)
-        assert outcome["return_value"] == {"user_id": 7, "status": "sent"}
-    assert driver.wait(timeout=60) == 0
+    if postgres:
+        # Cloud Tasks pushes: a task enqueued as the service would, delivered to gunicorn, runs.
+        driver.stdin.write(f"{port}\n")  # type: ignore[union-attr]
+        driver.stdin.flush()  # type: ignore[union-attr]
+        results = json.loads(driver.stdout.readline() or "null")  # type: ignore[union-attr]
+        assert results, (tmp_path / "driver.log").read_text()
+        expected = {"url": f"{SERVICE_URL}/tasks/execute/", "http_status": 204, "task_status": "SUCCESSFUL"}
+        for delivery, outcome in results.items():
+            assert {key: outcome[key] for key in expected} == expected, (delivery, outcome)
+            assert outcome["return_value"] == {"user_id": 7, "status": "sent"}
+        assert driver.wait(timeout=60) == 0
+    else:
+        # SQLite: a task enqueued on the container's database is run by the worker beside gunicorn.
+        enqueue = run(
+            ["python", "-c", LOCAL_TASK_DRIVER, "acme_orders.tasks.send_notification"],
+            image.app,
+            env={**env, "PYTHONPATH": str(image.app)},
+            timeout=300,
+        )
+        outcome = json.loads(enqueue.stdout.strip().splitlines()[-1])
+        assert outcome == {"task_status": "SUCCESSFUL", "return_value": {"user_id": 7, "status": "sent"}}
 
-    # Cloud Run stops an instance with SIGTERM: gunicorn drains and exits cleanly.
+    # Cloud Run stops an instance with SIGTERM: gunicorn (and the SQLite worker) drain and exit cleanly.
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=60) == 0
     log = server.stdout.read()  # type: ignore[union-attr]
-    assert "Using worker: gthread" in log
-    assert re.search(r'"GET /healthz HTTP/1.1" 200 \d+ \d+ms', log), "access log on stdout"
-    assert len(re.findall(r'"POST /tasks/execute/ HTTP/1.1" 204', log)) == 2
+    # On Cloud Run gunicorn logs one JSON entry per line (severity for Cloud Logging) and no access
+    # log: Cloud Run's own request log has every request.
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any("Using worker: gthread" in entry["message"] for entry in entries), log
+    assert all("severity" in entry for entry in entries)
+    assert "GET /healthz" not in log
+
+
+@pytest.mark.slow
+def test_single_container_stops_when_its_worker_dies(
+    synced_project: Callable[[str], Path], tmp_path: Path, processes: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """SQLite: a web server without its task worker would accept tasks nobody runs. When the worker
+    dies the container stops (Cloud Run then replaces it) instead of serving on."""
+    project = synced_project("sqlite-tasks")
+    image = ReplayedImage(project, tmp_path)
+    image.build()
+    port = free_port()
+    server = processes(
+        image.cmd(),
+        image.app,
+        {**image.runtime_env(production_env(project, None)), "PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wait_until_serving(f"http://127.0.0.1:{port}", server)
+    started = child_processes(server.pid)
+    web = next(pid for pid, argv in started.items() if "gunicorn" in " ".join(argv))
+    worker = next(pid for pid, argv in started.items() if "run_tasks" in argv)
+    os.kill(worker, signal.SIGKILL)
+    assert server.wait(timeout=60) != 0
+    assert "The task worker exited" in server.stdout.read()  # type: ignore[union-attr]
+    assert not Path(f"/proc/{web}").exists(), "the web server was stopped with it"
+
+
+def child_processes(pid: int) -> dict[int, list[str]]:
+    """The direct children of `pid` and their command lines, from /proc (Linux)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                argv = (stat.parent / "cmdline").read_bytes().decode().split("\0")
+                children[int(stat.parent.name)] = argv
+        except (OSError, IndexError):
+            continue
+    return children
