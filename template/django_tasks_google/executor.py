@@ -119,9 +119,7 @@ def run_claimed(
     if execution is None or execution.is_finished or execution.lease_worker_id != claim.lease_id:
         # Cancelled (or taken over) between the claim and the start.
         return TaskExecution.objects.lost(claim)
-    # Every record logged during the attempt carries its labels (execution, task, attempt).
-    with task_attempt(execution.pk, execution.module_path, claim.attempt):
-        return _Attempt(claim, execution).run(install_sigterm_handler, cancel_signal)
+    return _Attempt(claim, execution).run(install_sigterm_handler, cancel_signal)
 
 
 class _Attempt:
@@ -135,6 +133,11 @@ class _Attempt:
         self.cancel_event = threading.Event()
 
     def run(self, install_sigterm_handler: bool, cancel_signal: int | None) -> AttemptOutcome:
+        # Every record logged during the attempt carries its labels (execution, task, attempt).
+        with task_attempt(self.execution.pk, self.execution.module_path, self.claim.attempt):
+            return self._run(install_sigterm_handler, cancel_signal)
+
+    def _run(self, install_sigterm_handler: bool, cancel_signal: int | None) -> AttemptOutcome:
         execution, claim, backend = self.execution, self.claim, self.backend
         task_result = execution.to_task_result(self.task)
         limit = attempt_limit(execution, backend)
