@@ -2,7 +2,8 @@
 
 Only `database` changes the workflow. It must be a valid GitHub workflow (GitHub's schema, as
 published in SchemaStore, through check-jsonschema), start PostgreSQL as a service container, point
-DATABASE_URL at it, and run the same checks a developer runs: ruff, pending migrations, pytest.
+DATABASE_URL at it, and run the same checks a developer runs: ruff, mypy, import-linter, pending
+migrations, pytest.
 """
 
 from pathlib import Path
@@ -51,6 +52,8 @@ def test_ci_workflow_is_valid_and_tests_on_postgresql(rendered: tuple[str, Path]
         "uv sync --locked",
         "uv run ruff check .",
         "uv run ruff format --check .",
+        "uv run mypy",
+        "uv run lint-imports",
         "uv run python manage.py makemigrations --check --dry-run",
         "uv run pytest",
     ]:

@@ -1,8 +1,8 @@
 """Slow tier: each VARIANTS project runs its own toolchain, exactly as its developers would.
 
 `uv lock` + `uv sync --locked` (in the `synced_project` fixture), then the project's pytest suite
-on its own database (PostgreSQL for the postgres variant), ruff, pending migrations and Django's
-system checks.
+on its own database (PostgreSQL for the postgres variant), ruff, mypy, import-linter, pending
+migrations and Django's system checks.
 """
 
 from __future__ import annotations
@@ -68,6 +68,16 @@ def test_ruff_check_passes(project: Path) -> None:
 
 def test_ruff_format_check_passes(project: Path) -> None:
     uv(project, "run", "--locked", "ruff", "format", "--check", "--no-cache", ".")
+
+
+def test_mypy_passes(project: Path) -> None:
+    """Strict on the vendored app, with the project's own config and pinned mypy and stubs."""
+    uv(project, "run", "--locked", "mypy", "--no-incremental")
+
+
+def test_import_layers_hold(project: Path) -> None:
+    """The vendored app's layering contract ([tool.importlinter] in the project's pyproject)."""
+    uv(project, "run", "--locked", "lint-imports", "--no-cache")
 
 
 def test_no_pending_migrations(project: Path, database_env: dict[str, str]) -> None:

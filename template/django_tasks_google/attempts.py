@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import PermanentTaskError
+from .errors import PermanentTaskError
 
 if TYPE_CHECKING:
-    from .backends.base import DjangoTasksGoogleBackend
+    from .backend_rules import BackendRules
     from .models import TaskExecution
 
 
-def attempt_limit(execution: TaskExecution, backend: DjangoTasksGoogleBackend) -> int | None:
+def attempt_limit(execution: TaskExecution, backend: BackendRules) -> int | None:
     """Total attempts allowed (None: unlimited): fixed on the row at dispatch, else the backend's."""
     if execution.max_attempts is not None:
         return execution.max_attempts
@@ -35,7 +35,7 @@ def attempt_number(attempts_started: int, transport_attempt: int | None) -> int:
     return max(transport_attempt or 0, attempts_started + 1)
 
 
-def refusal(execution: TaskExecution, backend: DjangoTasksGoogleBackend) -> PermanentTaskError | None:
+def refusal(execution: TaskExecution, backend: BackendRules) -> PermanentTaskError | None:
     """Why no further attempt of `execution` may start (None: one may), from the row's own count."""
     if backend.run_once and execution.attempts > 0:
         return PermanentTaskError(
@@ -48,7 +48,7 @@ def refusal(execution: TaskExecution, backend: DjangoTasksGoogleBackend) -> Perm
 
 
 def is_last_attempt(
-    execution: TaskExecution, backend: DjangoTasksGoogleBackend, number: int, error: BaseException
+    execution: TaskExecution, backend: BackendRules, number: int, error: BaseException
 ) -> bool:
     """Whether attempt `number`, which failed with `error`, ends the execution (FAILED)."""
     if backend.run_once or getattr(error, "retryable", True) is False:
@@ -57,7 +57,7 @@ def is_last_attempt(
     return limit is not None and number >= limit
 
 
-def is_last_abandoned(execution: TaskExecution, backend: DjangoTasksGoogleBackend, *, counted: bool) -> bool:
+def is_last_abandoned(execution: TaskExecution, backend: BackendRules, *, counted: bool) -> bool:
     """Whether an attempt that ended without recording its outcome ends the execution (FAILED).
 
     An attempt that is not `counted` (the worker stopped it for a shutdown) is given back, so only

@@ -29,7 +29,7 @@ token must still look like what Google issues (RS256 with a key id, at most an h
 a request carrying ``X-Serverless-Authorization`` is refused: Cloud Run then authenticates that
 header and passes ``Authorization`` through unverified, so any holder of ``roles/run.invoker``
 could send a hand-made token. None of this makes a push trustworthy on its own: the views also
-require the push's MAC (``push_mac.py``), which only this service can make.
+require the push's MAC (``backends/push_mac.py``), which only this service can make.
 
 Verification uses google-auth's ``google.auth.jwt.decode`` (signature, times, audience) on
 certificates cached here, rather than ``google.oauth2.id_token.verify_token``, which downloads
@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeIs
 
 import requests
 from django.http import HttpRequest
@@ -211,14 +211,15 @@ def _decode_unverified(token: str) -> dict[str, Any]:
         raise PushAuthError(401, "Malformed ID token.") from None
 
 
+def _is_time(value: object) -> TypeIs[int | float]:
+    """A finite number (JSON as Python reads it allows NaN, which no comparison would refuse)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_times(claims: Mapping[str, Any], clock_skew_seconds: int) -> None:
     """The ``iat``/``exp`` checks google-auth makes, for tokens whose signature Cloud Run checked."""
     issued_at, expires_at = claims.get("iat"), claims.get("exp")
-    if not all(
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        for value in (issued_at, expires_at)
-    ):
-        # JSON as Python reads it allows NaN, which no comparison would refuse.
+    if not (_is_time(issued_at) and _is_time(expires_at)):
         raise PushAuthError(401, "Invalid ID token: iat and exp must be numbers.")
     now = time.time()
     if now < issued_at - clock_skew_seconds:

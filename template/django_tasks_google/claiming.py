@@ -25,16 +25,16 @@ from django.tasks.signals import task_finished
 from django.utils import timezone
 
 from . import attempts
-from .base import PermanentTaskError, TaskInterrupted
+from .errors import PermanentTaskError, TaskInterrupted
 from .identity import worker_identity
 from .outcomes import AttemptOutcome, Claim, Claimed, Outcome, answer
 from .serialization import error_entry
 from .signals import send_task_signal
 
 if TYPE_CHECKING:
-    from .backends.base import DjangoTasksGoogleBackend
-    from .base import DjangoTask
+    from .backend_rules import BackendRules
     from .models import TaskExecution
+    from .task import AnyTask
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +54,14 @@ def lease_expired_error(execution: TaskExecution) -> TaskInterrupted:
     )
 
 
-def backend_of(execution: TaskExecution) -> DjangoTasksGoogleBackend | None:
+def backend_of(execution: TaskExecution) -> BackendRules | None:
     try:
         return execution.backend
     except (InvalidTaskBackend, TypeError):
         return None
 
 
-def send_finished(execution: TaskExecution, task: DjangoTask | None = None) -> None:
+def send_finished(execution: TaskExecution, task: AnyTask | None = None) -> None:
     backend = backend_of(execution)
     if backend is not None:
         send_task_signal(task_finished, type(backend), execution.to_task_result(task))
@@ -107,7 +107,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         self,
         execution_id: int,
         *,
-        backend: DjangoTasksGoogleBackend | None,
+        backend: BackendRules | None,
         transport_attempt: int | None,
     ) -> Claimed | AttemptOutcome:
         """Take the lease of a due READY execution, or of a RUNNING one whose lease expired.
@@ -125,7 +125,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         return self._claim_read(execution_id, backend, lease_id, now, transport_attempt)
 
     def _claim_ready(
-        self, execution_id: int, backend: DjangoTasksGoogleBackend, lease_id: str, now: datetime
+        self, execution_id: int, backend: BackendRules, lease_id: str, now: datetime
     ) -> TaskExecution | None:
         """The common case in one statement: a READY, due row whose history needs no clipping."""
         connection = connections[self.db]
@@ -139,7 +139,8 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             return None
         meta = self.model._meta
         q = connection.ops.quote_name
-        column = {field.name: q(field.column) for field in meta.concrete_fields}
+        # Every concrete field has a column (django-stubs types `column` as optional).
+        column = {field.name: q(field.column) for field in meta.concrete_fields if field.column}
         append, fits = (part.format(w=column["worker_ids"]) for part in json_append)
         sql = (
             f"UPDATE {q(meta.db_table)} SET {column['status']} = %s, {column['lease_worker_id']} = %s, "
@@ -171,7 +172,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
     def _claimed(
         self,
         execution: TaskExecution,
-        backend: DjangoTasksGoogleBackend,
+        backend: BackendRules,
         lease_id: str,
         transport_attempt: int | None,
     ) -> Claimed | AttemptOutcome:
@@ -208,7 +209,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
     def _claim_read(
         self,
         execution_id: int,
-        backend: DjangoTasksGoogleBackend | None,
+        backend: BackendRules | None,
         lease_id: str,
         now: datetime,
         transport_attempt: int | None,

@@ -28,15 +28,16 @@ from django.tasks.signals import task_started
 from django.utils import timezone
 
 from .attempts import attempt_limit
-from .backends.base import DjangoTasksGoogleBackend
-from .base import PermanentTaskError, TaskCancelledError, TaskContext, TaskInterrupted, TaskTimeout
+from .backends.base import DjangoTasksGoogleBackend, google_backend
 from .claiming import lease_expired_error
+from .errors import PermanentTaskError, TaskCancelledError, TaskInterrupted, TaskTimeout
 from .heartbeat import heartbeat
 from .log_context import task_attempt
 from .models import TaskExecution
 from .outcomes import AttemptOutcome, Claim, Claimed, Outcome
 from .serialization import json_round_trip
 from .signals import send_task_signal
+from .task import TaskContext
 
 __all__ = [
     "AttemptOutcome",
@@ -128,7 +129,7 @@ class _Attempt:
     def __init__(self, claim: Claim, execution: TaskExecution) -> None:
         self.claim = claim
         self.execution = execution
-        self.backend = execution.backend
+        self.backend = google_backend(execution.backend_alias)
         self.task = execution.task
         self.cancel_event = threading.Event()
 

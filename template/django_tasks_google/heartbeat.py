@@ -26,6 +26,8 @@ from datetime import timedelta
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
+from .models import TaskExecution
+
 logger = logging.getLogger(__name__)
 
 
@@ -105,8 +107,6 @@ class Heartbeat:
             connected = True
 
     def _renew(self, leases: list[_Lease]) -> None:
-        from .models import TaskExecution
-
         by_duration: dict[timedelta, list[_Lease]] = {}
         for lease in leases:
             by_duration.setdefault(lease.duration, []).append(lease)

@@ -7,21 +7,19 @@ migrates forward (its migrations 0001-0004 are reproduced; ours start at 0005).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from django.db import models
-from django.tasks import TaskResult, TaskResultStatus, task_backends
+from django.tasks import Task as DjangoTask
+from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.base import TaskError as DjangoTaskError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from . import base
+from .backend_rules import BackendRules, backend_rules
 from .claiming import FINISHED_STATUSES
 from .serialization import error_entry
+from .task import AnyTask, AnyTaskResult, Task, build_task_unvalidated, task_fields, task_function_missing
 from .transitions import ExecutionQuerySet
-
-if TYPE_CHECKING:
-    from .backends.base import DjangoTasksGoogleBackend
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -33,10 +31,10 @@ __all__ = [
 ]
 
 # Tasks imported once per process: every delivery of a task needs it, and Task objects are frozen.
-_loaded_tasks: dict[str, base.DjangoTask] = {}
+_loaded_tasks: dict[str, AnyTask] = {}
 
 
-def load_task(module_path: str) -> base.DjangoTask:
+def load_task(module_path: str) -> AnyTask:
     """The Task object at `module_path`, or a stand-in whose function raises ImportError."""
     task = _loaded_tasks.get(module_path)
     if task is not None:
@@ -44,11 +42,11 @@ def load_task(module_path: str) -> base.DjangoTask:
     try:
         found = import_string(module_path)
     except Exception as exc:  # an ImportError, or anything the module raised while importing
-        func = base.task_function_missing(module_path, exc)
-        return base.build_task_unvalidated(base.Task, func=func)
-    if not isinstance(found, base.DjangoTask):
-        func = base.task_function_missing(module_path, TypeError(f"{module_path} is not a Task"))
-        return base.build_task_unvalidated(base.Task, func=func)
+        func = task_function_missing(module_path, exc)
+        return build_task_unvalidated(Task, func=func)
+    if not isinstance(found, DjangoTask):
+        func = task_function_missing(module_path, TypeError(f"{module_path} is not a Task"))
+        return build_task_unvalidated(Task, func=func)
     _loaded_tasks[module_path] = found
     return found
 
@@ -117,23 +115,19 @@ class TaskExecution(models.Model):
         return f"TaskExecution id={self.pk} path={self.module_path} status={self.status}"
 
     @property
-    def backend(self) -> DjangoTasksGoogleBackend:
-        from .backends.base import DjangoTasksGoogleBackend
-
-        backend = task_backends[self.backend_alias]
-        if not isinstance(backend, DjangoTasksGoogleBackend):
-            raise TypeError(f"Task backend {self.backend_alias!r} is not a django_tasks_google backend")
-        return backend
+    def backend(self) -> BackendRules:
+        """The rules of the backend that enqueued this row (TypeError if it is not one of ours)."""
+        return backend_rules(self.backend_alias)
 
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
 
     @property
-    def task(self) -> base.DjangoTask:
+    def task(self) -> AnyTask:
         """The task as it was enqueued. Not re-validated: old rows stay readable after settings change."""
         default = load_task(self.module_path)
-        fields = base.task_fields(default)
+        fields = task_fields(default)
         fields.update(
             priority=self.priority,
             backend=self.backend_alias,
@@ -142,9 +136,9 @@ class TaskExecution(models.Model):
             takes_context=self.takes_context,
         )
         task_class = type(default)
-        if "timeout" in fields or task_class is base.Task:
+        if "timeout" in fields or task_class is Task:
             fields["timeout"] = self.timeout
-        return base.build_task_unvalidated(task_class, **fields)
+        return build_task_unvalidated(task_class, **fields)
 
     @property
     def task_errors(self) -> list[DjangoTaskError]:
@@ -153,7 +147,7 @@ class TaskExecution(models.Model):
             for entry in self.errors
         ]
 
-    def to_task_result(self, task: base.DjangoTask | None = None) -> TaskResult:
+    def to_task_result(self, task: AnyTask | None = None) -> AnyTaskResult:
         """Django's TaskResult for this row (pass `task` to skip importing it again)."""
         result = TaskResult(
             task=task if task is not None else self.task,
@@ -173,19 +167,8 @@ class TaskExecution(models.Model):
         return result
 
     @property
-    def task_result(self) -> TaskResult:
+    def task_result(self) -> AnyTaskResult:
         return self.to_task_result()
-
-    def cancel(self, *, force: bool = False) -> bool:
-        """Cancel this execution unless it already finished; returns whether it was cancelled.
-
-        See `ExecutionQuerySet.cancel`; with `force`, the backend then stops the running attempt
-        (outside any transaction: no row lock is held while a platform API is called).
-        """
-        cancelled = TaskExecution.objects.cancel(self, force=force)
-        if cancelled and force:
-            self.backend.force_cancel(self)
-        return cancelled
 
 
 class ScheduledTask(models.Model):
@@ -228,16 +211,7 @@ class ScheduledTask(models.Model):
         return f"ScheduledTask id={self.pk} path={self.module_path} state={self.state}"
 
     @property
-    def backend(self) -> DjangoTasksGoogleBackend:
-        from .backends.base import DjangoTasksGoogleBackend
-
-        backend = task_backends[self.backend_alias or load_task(self.module_path).backend]
-        if not isinstance(backend, DjangoTasksGoogleBackend):
-            raise TypeError(f"Task backend {backend.alias!r} is not a django_tasks_google backend")
-        return backend
-
-    @property
-    def task(self) -> base.DjangoTask:
+    def task(self) -> AnyTask:
         """The task to enqueue: the imported task with this row's non-empty fields applied."""
         default = load_task(self.module_path)
         return default.using(
@@ -247,7 +221,7 @@ class ScheduledTask(models.Model):
             run_after=self.run_after,
         )
 
-    def enqueue(self) -> TaskResult:
+    def enqueue(self) -> AnyTaskResult:
         task = self.task
         if self.takes_context is not None and self.takes_context != task.takes_context:
             task = dataclasses.replace(task, takes_context=self.takes_context)

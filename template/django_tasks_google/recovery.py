@@ -36,7 +36,7 @@ from django.utils import timezone
 from . import attempts
 from .backends.base import DjangoTasksGoogleBackend
 from .backends.delivery import DeliveryState, DeliveryUnknown, DispatchResult
-from .base import PermanentTaskError
+from .errors import PermanentTaskError
 from .executor import lease_expired_error, release_abandoned
 from .models import TaskExecution
 

@@ -3,12 +3,13 @@
 import logging
 
 from django.dispatch import Signal
-from django.tasks import TaskResult
+
+from .task import AnyTaskResult
 
 logger = logging.getLogger(__name__)
 
 
-def send_task_signal(signal: Signal, sender: type, task_result: TaskResult) -> None:
+def send_task_signal(signal: Signal, sender: type, task_result: AnyTaskResult) -> None:
     """Send `signal` like Django's backends do (sender = backend class), but robustly.
 
     A receiver raising must not leave an execution half-recorded: its error is logged instead.

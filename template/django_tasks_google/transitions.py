@@ -20,7 +20,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import attempts
-from .base import PermanentTaskError, TaskCancelled
 from .claiming import (
     FAILED,
     FALLBACK_HISTORY,
@@ -31,12 +30,13 @@ from .claiming import (
     backend_of,
     send_finished,
 )
+from .errors import PermanentTaskError, TaskCancelled
 from .outcomes import AttemptOutcome, Claim, Outcome, answer
 from .serialization import error_entry, storable_text
 
 if TYPE_CHECKING:
-    from .base import DjangoTask
     from .models import TaskExecution
+    from .task import AnyTask
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
         return True
 
     def finish_success(
-        self, claim: Claim, execution: TaskExecution, value: Any, *, task: DjangoTask | None = None
+        self, claim: Claim, execution: TaskExecution, value: Any, *, task: AnyTask | None = None
     ) -> AttemptOutcome:
         try:
             saved = self._finish(
@@ -118,7 +118,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
         error: BaseException,
         *,
         give_back: bool = False,
-        task: DjangoTask | None = None,
+        task: AnyTask | None = None,
     ) -> AttemptOutcome:
         """Record a failed attempt: FAILED when it was the last one, else READY for a retry.
 
@@ -211,7 +211,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
         )
         if last:
             send_finished(execution)
-        return changes["status"]
+        return FAILED if last else READY
 
     def fail_undelivered(self, execution: TaskExecution, error: BaseException, why: str) -> bool:
         """FAILED, with `error` recorded, for a READY execution nobody will deliver.

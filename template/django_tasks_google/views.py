@@ -35,7 +35,8 @@ from django.tasks import task_backends
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import auth, push_mac
+from . import auth
+from .backends import push_mac
 from .backends.base import DjangoTasksGoogleBackend
 from .backends.cloud_tasks import CloudTasksBackend
 from .executor import AttemptOutcome, Outcome, run_execution
@@ -73,20 +74,20 @@ def plain_response(status: int, message: str) -> HttpResponse:
     return HttpResponse(f"{message}\n", status=status, content_type="text/plain; charset=utf-8")
 
 
-def push_backends[B: DjangoTasksGoogleBackend](kind: type[B]) -> dict[str, B]:
-    """The configured backends of `kind`, by alias.
+def push_backends() -> dict[str, DjangoTasksGoogleBackend]:
+    """The configured backends of this app, by alias.
 
     A backend that cannot even be built (a typo in TASKS) is skipped and logged: it must not turn
     every push for the other aliases into a 500.
     """
-    found: dict[str, B] = {}
+    found: dict[str, DjangoTasksGoogleBackend] = {}
     for alias in task_backends:
         try:
             backend = task_backends[alias]
         except Exception:
             logger.exception("Task backend %r cannot be loaded; pushes for it are refused", alias)
             continue
-        if isinstance(backend, kind):
+        if isinstance(backend, DjangoTasksGoogleBackend):
             found[alias] = backend
     return found
 
@@ -245,7 +246,9 @@ def execute_task_view(request: HttpRequest) -> HttpResponse:
     Not wrapped in a request transaction (ATOMIC_REQUESTS): the executor commits the lease before
     the task runs, so duplicate deliveries see it, and records the outcome in its own writes.
     """
-    backends = push_backends(CloudTasksBackend)
+    backends = {
+        alias: backend for alias, backend in push_backends().items() if isinstance(backend, CloudTasksBackend)
+    }
     if not backends:
         return plain_response(404, "No Cloud Tasks backend is configured.")
     try:
@@ -316,11 +319,7 @@ def schedule_task_view(request: HttpRequest) -> HttpResponse:
     once more before a pause lands). The other answers are ``scheduling.pushes``'s (400 for a slot
     far from now, 404, 409, 422, 503).
     """
-    backends = {
-        alias: backend
-        for alias, backend in push_backends(DjangoTasksGoogleBackend).items()
-        if backend.uses_cloud_scheduler
-    }
+    backends = {alias: backend for alias, backend in push_backends().items() if backend.uses_cloud_scheduler}
     if not backends:
         return plain_response(404, "No Cloud Scheduler backend is configured.")
     try:

@@ -30,7 +30,7 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 
 from .backends.process import ProcessBackend
-from .base import TaskInterrupted, TaskTimeout
+from .errors import TaskInterrupted, TaskTimeout
 from .executor import Claim, claim_execution, lease_expired_error, release_abandoned
 from .models import TaskExecution
 from .scheduling.local_cron import CatchUp, LocalCron
@@ -357,7 +357,9 @@ class Worker:
     # --- Signals ---------------------------------------------------------------------------------
 
     def _install_signal_handlers(self, wakeup_w: int) -> dict[int, object]:
-        previous = {sig: signal.signal(sig, self._on_stop_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous: dict[int, object] = {
+            sig: signal.signal(sig, self._on_stop_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         previous[-1] = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
         return previous
 

@@ -10,10 +10,11 @@ between a retry and its original, and to the schedule firing that created it.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -55,8 +56,15 @@ def duration(execution: TaskExecution) -> str:
     return f"{hours}h {minutes:02}m {seconds:02}s" if hours else f"{minutes}m {seconds:02}s"
 
 
+# ModelAdmin is generic in django-stubs only: subscripting it at run time would fail.
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[TaskExecution]
+else:
+    _ModelAdmin = admin.ModelAdmin
+
+
 @admin.register(TaskExecution)
-class TaskExecutionAdmin(admin.ModelAdmin):
+class TaskExecutionAdmin(_ModelAdmin):
     list_display = (
         "id",
         "state_badge",
@@ -104,7 +112,7 @@ class TaskExecutionAdmin(admin.ModelAdmin):
         return with_state(super().get_queryset(request))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+        return flatten_fieldsets(self.fieldsets)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from django.tasks import TaskResult, TaskResultStatus
+from django.tasks import TaskResultStatus
 
-from ..base import build_task_unvalidated, task_fields
+from ..cancellation import cancel_execution
 from ..models import TaskExecution
+from ..task import AnyTaskResult, build_task_unvalidated, task_fields
 
 logger = logging.getLogger("django_tasks_google")
 
@@ -62,14 +63,16 @@ def cancel(executions: list[TaskExecution], *, force: bool) -> CancelReport:
             if force and not execution.backend.supports_force_cancel:
                 report.unsupported.append(execution.pk)
                 continue
-            (report.cancelled if execution.cancel(force=force) else report.finished).append(execution.pk)
+            (report.cancelled if cancel_execution(execution, force=force) else report.finished).append(
+                execution.pk
+            )
         except Exception:
             report.failed.append(execution.pk)
             logger.exception("Could not cancel execution %s", execution.pk)
     return report
 
 
-def retry(execution: TaskExecution) -> TaskResult:
+def retry(execution: TaskExecution) -> AnyTaskResult:
     """Enqueue the execution's task with its arguments again, and link the copy to it."""
     if not can_retry(execution):
         raise ValueError(f"Execution {execution.pk} has not failed; only a failed one can be retried")

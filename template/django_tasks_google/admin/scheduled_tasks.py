@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.apps import apps
@@ -18,6 +18,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.tasks import Task as DjangoTask
 from django.tasks import task_backends
 from django.tasks.exceptions import InvalidTask
 from django.urls import reverse
@@ -26,7 +27,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from ..backends.base import DjangoTasksGoogleBackend
-from ..base import DjangoTask
 from ..models import ScheduledTask
 from ..scheduler import (
     SchedulerSyncError,
@@ -80,7 +80,16 @@ class TaskPathInput(forms.TextInput):
         return context
 
 
-class ScheduledTaskForm(forms.ModelForm):
+# ModelForm and ModelAdmin are generic in django-stubs only: subscripting them at run time would fail.
+if TYPE_CHECKING:
+    _ModelForm = forms.ModelForm[ScheduledTask]
+    _ModelAdmin = admin.ModelAdmin[ScheduledTask]
+else:
+    _ModelForm = forms.ModelForm
+    _ModelAdmin = admin.ModelAdmin
+
+
+class ScheduledTaskForm(_ModelForm):
     takes_context = forms.NullBooleanField(
         required=False,
         widget=forms.NullBooleanSelect,
@@ -131,8 +140,10 @@ class ScheduledTaskForm(forms.ModelForm):
         )
         self.fields["queue_name"].required = False
 
+    # ModelForm's hook between building the instance and validating it, private to Django and so
+    # absent from django-stubs.
     def _post_clean(self) -> None:
-        super()._post_clean()  # copies the cleaned data onto the instance
+        super()._post_clean()  # type: ignore[misc]  # copies the cleaned data onto the instance
         if self.errors:
             return
         try:
@@ -147,7 +158,7 @@ class SyncRefused(Exception):
 
 
 @admin.register(ScheduledTask)
-class ScheduledTaskAdmin(admin.ModelAdmin):
+class ScheduledTaskAdmin(_ModelAdmin):
     form = ScheduledTaskForm
     list_display = (
         "name",
@@ -271,11 +282,12 @@ class ScheduledTaskAdmin(admin.ModelAdmin):
         error = getattr(request, "_scheduler_sync_error", None)
         if error is None:
             return form_class
+        message = str(error)
 
         class RefusedForm(form_class):  # type: ignore[misc, valid-type]
             def clean(self) -> dict[str, Any]:
                 super().clean()
-                raise ValidationError(error)
+                raise ValidationError(message)
 
         return RefusedForm
 

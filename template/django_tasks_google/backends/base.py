@@ -11,24 +11,26 @@ import logging
 from abc import abstractmethod
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from django.conf import settings
 from django.core import checks
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
-from django.tasks import TaskResult
+from django.tasks import Task as DjangoTask
+from django.tasks import TaskResult, task_backends
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
 from .. import gcp
-from ..base import DjangoTask, Task, build_task_unvalidated, task_fields
+from ..backend_rules import BackendRules
 from ..models import TaskExecution
 from ..serialization import json_round_trip
 from ..signals import send_task_signal
+from ..task import AnyTask, AnyTaskResult, Task, build_task_unvalidated, task_fields
 from .delivery import DeliveryState, DispatchResult, PlatformQueue, TaskDispatchError
 from .options import BackendOptions, read_options
 
@@ -39,7 +41,15 @@ UNLIMITED_ATTEMPTS = "unlimited"
 _MISSING = object()
 
 
-class DjangoTasksGoogleBackend(BaseTaskBackend):
+def google_backend(alias: str) -> DjangoTasksGoogleBackend:
+    """The backend configured as `alias`; TypeError if it is not one of this app's."""
+    backend = task_backends[alias]
+    if not isinstance(backend, DjangoTasksGoogleBackend):
+        raise TypeError(f"Task backend {alias!r} is not a django_tasks_google backend")
+    return backend
+
+
+class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
     """Base of CloudTasksBackend, CloudRunJobsBackend and ProcessBackend.
 
     Subclasses set the capability flags, `options_class` and `timeout_range`, and implement
@@ -148,7 +158,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
 
     # --- Tasks -----------------------------------------------------------------------------------
 
-    def validate_task(self, task: DjangoTask) -> None:
+    def validate_task(self, task: AnyTask) -> None:
         """Django's validation, plus `timeout` and a `run_after` that may be a timedelta."""
         if isinstance(task.run_after, timedelta):
             # Django's own check would crash on a timedelta under USE_TZ; enqueue() resolves it.
@@ -168,7 +178,9 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
         """The platform's queue or job name for a logical queue name (`queue_aliases`)."""
         return self.config.queue_aliases.get(queue_name, queue_name)
 
-    def enqueue(self, task: DjangoTask, args: Any, kwargs: Any) -> TaskResult:
+    def enqueue[**P, R](
+        self, task: DjangoTask[P, R], args: list[Any], kwargs: dict[str, Any]
+    ) -> TaskResult[P, R]:
         """Store the execution (one INSERT), then deliver it once that row is committed.
 
         Inside a transaction, delivery happens when it commits. Outside one, it happens before
@@ -211,7 +223,8 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
         transaction.on_commit(
             partial(self._dispatch_committed, execution, task, outcome.append), using=database
         )
-        result = execution.to_task_result(task)
+        # The row's result is this task's: its arguments and return value are the task's own.
+        result = cast("TaskResult[P, R]", execution.to_task_result(task))
         if not in_transaction and outcome == [DispatchResult.FAILED]:
             raise TaskDispatchError(
                 f"Task {execution.pk} ({task.module_path}) was refused by backend {self.alias!r} and "
@@ -220,11 +233,11 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
             )
         return result
 
-    def insert_fields(self, task: DjangoTask) -> dict[str, Any]:
+    def insert_fields(self, task: AnyTask) -> dict[str, Any]:
         """Columns the backend fills in the enqueue INSERT (so no UPDATE follows it)."""
         return {}
 
-    def _dispatch_committed(self, execution: TaskExecution, task: DjangoTask, report: Any = None) -> None:
+    def _dispatch_committed(self, execution: TaskExecution, task: AnyTask, report: Any = None) -> None:
         try:
             outcome = self.dispatch(execution)
         except Exception as exc:
@@ -284,7 +297,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend):
 
     # --- Results ---------------------------------------------------------------------------------
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> AnyTaskResult:
         """The result of one of this backend's executions (another alias's id does not exist here)."""
         try:
             pk = int(str(result_id))

@@ -18,8 +18,9 @@ from urllib.parse import urlencode
 from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
-from .. import gcp, push_mac
+from .. import gcp
 from ..models import TaskExecution
+from . import push_mac
 from .base import DjangoTasksGoogleBackend
 from .delivery import DeliveryState, DeliveryUnknown, DispatchResult, PlatformQueue, unchanged_since_read
 from .options import CLOUD_TASKS_DEADLINE_RANGE, CloudTasksOptions
@@ -29,7 +30,7 @@ from .options import CLOUD_TASKS_DEADLINE_RANGE, CloudTasksOptions
 if TYPE_CHECKING:
     from google.cloud import tasks_v2
 
-    from ..base import DjangoTask
+    from ..task import AnyTask
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
         "django_tasks_google.E010",
     )
 
-    def validate_task(self, task: DjangoTask) -> None:
+    def validate_task(self, task: AnyTask) -> None:
         """The base validation, plus Cloud Tasks' 30-day limit on `run_after`."""
         super().validate_task(task)
         run_after = task.run_after
@@ -99,7 +100,7 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
         """
         return f"{self.queue_path(queue_name)}/tasks/{secrets.token_hex(16)}"
 
-    def insert_fields(self, task: DjangoTask) -> dict[str, Any]:
+    def insert_fields(self, task: AnyTask) -> dict[str, Any]:
         return {"cloud_task_name": self.new_task_name(task.queue_name)}
 
     def build_task(self, execution: TaskExecution) -> tasks_v2.Task:

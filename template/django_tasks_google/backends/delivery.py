@@ -11,9 +11,9 @@ from enum import StrEnum
 from re import Pattern
 
 from django.db.models import QuerySet
-from django.tasks import TaskResult
 
 from ..models import TaskExecution
+from ..task import AnyTaskResult
 
 
 class DispatchResult(StrEnum):
@@ -45,7 +45,7 @@ class TaskDispatchError(Exception):
     The execution is stored FAILED with the platform's error (`task_result`); it will not run.
     """
 
-    def __init__(self, message: str, task_result: TaskResult) -> None:
+    def __init__(self, message: str, task_result: AnyTaskResult) -> None:
         super().__init__(message)
         self.task_result = task_result
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import DjangoTask
 from ..models import TaskExecution
+from ..task import AnyTask
 from .base import DjangoTasksGoogleBackend
 from .cloud_run_jobs import CLOUD_RUN_JOBS_TIMEOUT_RANGE
 from .cloud_tasks import CLOUD_TASKS_TIMEOUT_RANGE
@@ -35,7 +35,7 @@ class ProcessBackend(DjangoTasksGoogleBackend):
         self.enforces_timeout = cloud_run
         self.timeout_range = CLOUD_RUN_JOBS_TIMEOUT_RANGE if cloud_run else CLOUD_TASKS_TIMEOUT_RANGE
 
-    def insert_fields(self, task: DjangoTask) -> dict[str, Any]:
+    def insert_fields(self, task: AnyTask) -> dict[str, Any]:
         # The attempt limit is a constant option: stored by the INSERT, so enqueue is one statement.
         return {"max_attempts": self.config.max_attempts}
 

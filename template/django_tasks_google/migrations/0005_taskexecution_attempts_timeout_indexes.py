@@ -2,9 +2,11 @@
 # worker's and the admin's queries.
 
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 
-def count_past_attempts(apps, schema_editor):
+def count_past_attempts(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Rows written by the published package: one worker id was stored per attempt."""
     TaskExecution = apps.get_model("django_tasks_google", "TaskExecution")
     rows = TaskExecution.objects.using(schema_editor.connection.alias).only("pk", "worker_ids")

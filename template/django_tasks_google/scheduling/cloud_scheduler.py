@@ -28,7 +28,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from .. import gcp, push_mac
+from .. import gcp
+from ..backends import push_mac
 
 if TYPE_CHECKING:
     from google.api_core import exceptions as api_exceptions
@@ -270,4 +271,7 @@ def _differs(existing: scheduler_v1.Job, wanted: scheduler_v1.Job) -> bool:
 
 
 def _describe(exc: api_exceptions.GoogleAPICallError) -> str:
-    return f"{exc.code.name if exc.code else type(exc).__name__}: {exc.message}"
+    """`PERMISSION_DENIED: <message>`: the gRPC status (`exc.code` is the HTTP status, a bare int
+    for some errors), else the exception's class."""
+    code = exc.grpc_status_code
+    return f"{code.name if code is not None else type(exc).__name__}: {exc.message}"

@@ -22,20 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.tasks import Task as DjangoTask
 from django.tasks import task_backends
 from django.tasks.exceptions import InvalidTask, InvalidTaskBackend
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from ..base import DjangoTask
+from ..backends.base import DjangoTasksGoogleBackend
 from ..models import ScheduledTask
 from .cloud_scheduler import JobSync, SchedulerSyncError, SyncReport, wanted_job
 from .cron import validate_cron_expression, validate_time_zone
 
 if TYPE_CHECKING:
     from datetime import datetime
-
-    from ..backends.base import DjangoTasksGoogleBackend
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +222,6 @@ def scheduled_task_backend(scheduled: ScheduledTask) -> DjangoTasksGoogleBackend
 
 def _resolve(scheduled: ScheduledTask) -> tuple[DjangoTask[Any, Any], DjangoTasksGoogleBackend]:
     """The task to enqueue and its backend, or ValidationError naming the field at fault."""
-    from ..backends.base import DjangoTasksGoogleBackend
-
     try:
         task = import_string(scheduled.module_path or "")
     except ImportError as exc:
@@ -286,8 +283,6 @@ def _job_sync_for_existing_job(scheduled: ScheduledTask, *, dry_run: bool = Fals
     Prefers the row's own backend, then any configured Google backend of the job's project and
     location. None (with a warning) when no Google backend is configured here at all.
     """
-    from ..backends.base import DjangoTasksGoogleBackend
-
     name = scheduled.cloud_scheduler_job_name or ""
     candidates: list[DjangoTasksGoogleBackend] = []
     with contextlib.suppress(ValidationError):

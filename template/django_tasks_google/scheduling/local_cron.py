@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 
 from django.db import DatabaseError
 from django.db.models import Max
+from django.tasks import Task as DjangoTask
 from django.utils.module_loading import import_string
 
-from ..base import DjangoTask
 from ..models import ScheduledTask, ScheduledTaskFiring
 from .cron import slots_between
 from .firing import fire_scheduled_task

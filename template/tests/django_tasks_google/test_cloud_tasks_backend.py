@@ -25,8 +25,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from google.cloud import tasks_v2
 
-from django_tasks_google import push_mac
-from django_tasks_google.backends import CloudTasksBackend, TaskDispatchError
+from django_tasks_google.backends import CloudTasksBackend, TaskDispatchError, push_mac
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import push_tasks
 from tests.django_tasks_google.cloud_tasks_setup import (

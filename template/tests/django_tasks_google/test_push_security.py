@@ -44,7 +44,7 @@ from django.tasks import TaskResultStatus, task, task_backends
 from django.test import Client
 from django.utils import timezone
 
-from django_tasks_google import push_mac
+from django_tasks_google.backends import push_mac
 from django_tasks_google.models import ScheduledTaskFiring, TaskExecution
 from django_tasks_google.scheduler import schedule_task, sync_scheduled_task
 from tests.django_tasks_google.cloud_tasks_setup import QUEUE, cloud_tasks_entry, enqueue

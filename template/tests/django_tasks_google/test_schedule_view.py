@@ -18,7 +18,7 @@ from django.db import connection
 from django.tasks import task_backends
 from django.test import Client
 
-from django_tasks_google import push_mac
+from django_tasks_google.backends import push_mac
 from django_tasks_google.models import ScheduledTask, ScheduledTaskFiring, TaskExecution
 from django_tasks_google.scheduler import save_scheduled_task, schedule_task
 from tests.django_tasks_google import sample_tasks

@@ -18,7 +18,8 @@ from django.core.management import CommandError, call_command
 from django.core.management.base import SystemCheckError
 from google.cloud import scheduler_v1
 
-from django_tasks_google import gcp, push_mac
+from django_tasks_google import gcp
+from django_tasks_google.backends import push_mac
 from django_tasks_google.models import ScheduledTask
 from django_tasks_google.scheduler import (
     SchedulerSyncError,

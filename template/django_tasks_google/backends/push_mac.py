@@ -33,7 +33,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 if TYPE_CHECKING:
-    from .backends.base import DjangoTasksGoogleBackend
+    from .base import DjangoTasksGoogleBackend
 
 HEADER = "X-Tasks-Push-Mac"
 # Keeps the key derived from SECRET_KEY apart from every other use of SECRET_KEY.
