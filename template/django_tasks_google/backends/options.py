@@ -1,16 +1,15 @@
 """Every backend OPTION, declared once: frozen, typed dataclasses read from TASKS[alias]["OPTIONS"].
 
 Each option is one dataclass field whose `option(...)` metadata says how it is read (kind,
-default, bounds, the OPTIONS key when it differs from the attribute). `read_options()` reads
-them all and never raises: backends are instantiated while task modules are imported, so a typo
-in OPTIONS must not crash the import; each problem is collected and reported by
-`manage.py check`, naming the alias and the option. Rules that tie two options together live in
-the class's `refine()`.
+default, bounds, the OPTIONS key when it differs from the attribute; the kinds are
+option_reader.py's). `read_options()` reads them all and never raises: backends are instantiated
+while task modules are imported, so a typo in OPTIONS must not crash the import; each problem is
+collected and reported by `manage.py check`, naming the alias and the option. Rules that tie two
+options together live in the class's `refine()`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -19,169 +18,20 @@ from datetime import datetime, timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from .option_reader import OptionReader, option
+
 # "my-project", or the legacy domain-scoped "example.com:my-project".
 PROJECT_ID = re.compile(r"(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 # "us-central1", "europe-west4", "northamerica-northeast1".
 LOCATION = re.compile(r"[a-z]+(?:-[a-z]+)+[0-9]+")
 SERVICE_ACCOUNT = re.compile(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+")
 SCHEDULER_JOB_PREFIX = re.compile(r"[A-Za-z0-9_-]{0,100}")
-# A push secret must be hard to guess: `python -c "import secrets; print(secrets.token_urlsafe(48))"`.
-PUSH_SECRET_MIN_LENGTH = 32
 
 # Cloud Tasks accepts an HTTP task's dispatch_deadline between 15 seconds and 30 minutes:
 # https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task
 CLOUD_TASKS_DEADLINE_RANGE = (timedelta(seconds=15), timedelta(minutes=30))
 PROCESS_MODES = ("cloud_tasks", "cloud_run_jobs")
 DEFAULT_COMMAND = ("python", "manage.py", "execute_task")
-
-
-def option(kind: str, *, key: str | None = None, **rules: Any) -> dict[str, Any]:
-    """A dataclass field's metadata declaring it an OPTION read by `OptionReader.<kind>`.
-
-    Used as `name: T = field(default=..., metadata=option(kind, **rules))`. `key` is the OPTIONS
-    name when it differs from the attribute (e.g. `heartbeat_interval` is read from
-    `heartbeat_interval_seconds`); such a number of seconds becomes a timedelta when the field's
-    default is one.
-    """
-    return {"kind": kind, "key": key, "rules": rules}
-
-
-class OptionReader:
-    """Typed accessors over one backend's OPTIONS dict; remembers which names were read."""
-
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        self.options = dict(options)
-        self.errors: list[tuple[str, str]] = []  # (option name, message)
-        self.read: set[str] = set()
-
-    def error(self, name: str, message: str) -> None:
-        self.errors.append((name, message))
-
-    def unknown(self) -> list[str]:
-        return sorted(set(self.options) - self.read)
-
-    def _get(self, name: str, default: Any) -> Any:
-        self.read.add(name)
-        return self.options.get(name, default)
-
-    def given(self, name: str) -> bool:
-        """Whether OPTIONS sets `name` (which counts as read: it is a known option)."""
-        self.read.add(name)
-        return name in self.options
-
-    def text(self, name: str, default: str | None = None) -> str | None:
-        """A string; None or "" read as unset (None)."""
-        value = self._get(name, default)
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            self.error(name, f"{name} must be a string, not {value!r}")
-            return default
-        return value
-
-    def url(self, name: str, default: str | None = None) -> str | None:
-        """An http(s) URL without a fragment."""
-        value = self.text(name, default)
-        if value is not None and not _is_http_url(value):
-            self.error(name, f"{name} must be an http(s) URL without a fragment, not {value!r}")
-            return default
-        return value
-
-    def secret(self, name: str, default: str | None = None) -> str | None:
-        """A key that must be hard to guess: at least PUSH_SECRET_MIN_LENGTH characters."""
-        value = self.text(name, default)
-        if value is not None and len(value) < PUSH_SECRET_MIN_LENGTH:
-            self.error(name, f"{name} must be at least {PUSH_SECRET_MIN_LENGTH} characters long")
-            return default
-        return value
-
-    def aware_datetime(self, name: str, default: datetime | None = None) -> datetime | None:
-        """An aware datetime, or an ISO 8601 time with a UTC offset."""
-        value = self._get(name, default)
-        if value is None or value == "":
-            return None
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = datetime.fromisoformat(value)
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            self.error(
-                name,
-                f"{name} must be an ISO 8601 time with a UTC offset (e.g. '2027-01-31T00:00Z'), "
-                f"not {value!r}",
-            )
-            return default
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._get(name, default)
-        if not isinstance(value, bool):
-            self.error(name, f"{name} must be True or False, not {value!r}")
-            return default
-        return value
-
-    def number(
-        self,
-        name: str,
-        default: float,
-        *,
-        minimum: float | None = None,
-        above: float | None = None,
-        maximum: float | None = None,
-    ) -> float:
-        """A real number, at least `minimum` / strictly greater than `above` / at most `maximum`."""
-        value = self._get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(name, f"{name} must be a number, not {value!r}")
-            return default
-        if minimum is not None and value < minimum:
-            self.error(name, f"{name} must be at least {minimum}, not {value!r}")
-            return default
-        if above is not None and value <= above:
-            self.error(name, f"{name} must be greater than {above}, not {value!r}")
-            return default
-        if maximum is not None and value > maximum:
-            self.error(name, f"{name} must be at most {maximum}, not {value!r}")
-            return default
-        return value
-
-    def integer(self, name: str, default: int, *, minimum: int) -> int:
-        value = self._get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(name, f"{name} must be a whole number, not {value!r}")
-            return default
-        if value < minimum:
-            self.error(name, f"{name} must be at least {minimum}, not {value!r}")
-            return default
-        return value
-
-    def choice(self, name: str, default: str, *, choices: tuple[str, ...], subject: str | None = None) -> str:
-        """One of `choices`; the error reads "<subject> must be 'a' or 'b', not 'x'"."""
-        value = self._get(name, default)
-        if value not in choices:
-            quoted = " or ".join(repr(choice) for choice in choices)
-            self.error(name, f"{subject or name} must be {quoted}, not {value!r}")
-            return default
-        return str(value)
-
-    def string_list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self._get(name, default)
-        if (
-            not isinstance(value, list | tuple)
-            or not value
-            or not all(isinstance(item, str) and item for item in value)
-        ):
-            self.error(name, f"{name} must be a non-empty list of strings, not {value!r}")
-            return default
-        return tuple(value)
-
-    def string_mapping(self, name: str, default: None = None) -> dict[str, str]:
-        value = self._get(name, {})
-        if not isinstance(value, Mapping) or not all(
-            isinstance(key, str) and isinstance(item, str) and item for key, item in value.items()
-        ):
-            self.error(name, f"{name} must map queue names to non-empty strings, not {value!r}")
-            return {}
-        return dict(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,8 +251,3 @@ def origin(url: str) -> str:
 
 def _field(cls: type, name: str) -> dataclasses.Field[Any]:
     return next(spec for spec in dataclasses.fields(cls) if spec.name == name)
-
-
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in {"http", "https"} and bool(parts.netloc) and not parts.fragment
