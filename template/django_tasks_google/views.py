@@ -42,7 +42,7 @@ from .backends.cloud_tasks import CloudTasksBackend
 from .executor import AttemptOutcome, Outcome, run_execution
 from .scheduling.pushes import PushRefused, SchedulerDelivery, fire_pushed_slot
 
-logger = logging.getLogger("django_tasks_google")
+logger = logging.getLogger(__name__)
 
 # A primary key as the body carries it: digits only, within a signed 64-bit integer.
 _DIGITS = re.compile(r"[0-9]{1,19}")

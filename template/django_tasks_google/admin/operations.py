@@ -16,7 +16,7 @@ from ..cancellation import cancel_execution
 from ..models import TaskExecution
 from ..task import AnyTaskResult, build_task_unvalidated, task_fields
 
-logger = logging.getLogger("django_tasks_google")
+logger = logging.getLogger(__name__)
 
 
 @dataclass

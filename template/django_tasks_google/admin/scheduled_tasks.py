@@ -39,7 +39,7 @@ from ..scheduler import (
 )
 from .times import local_time
 
-logger = logging.getLogger("django_tasks_google")
+logger = logging.getLogger(__name__)
 
 
 def discovered_tasks() -> list[tuple[str, str]]:

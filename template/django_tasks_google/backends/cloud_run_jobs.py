@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from .. import gcp
 from ..models import TaskExecution
 from .base import DjangoTasksGoogleBackend
-from .delivery import DeliveryState, DeliveryUnknown, DispatchResult, PlatformQueue, unchanged_since_read
+from .delivery import DeliveryState, DeliveryUnknown, DispatchResult, PlatformQueue
 from .options import DEFAULT_COMMAND, CloudRunJobsOptions
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class CloudRunJobsBackend(DjangoTasksGoogleBackend):
         # Dropping the completed execution's name is the claim; dispatch stores the new one. A run
         # reading the row before that could start a second execution, which the executor's lease
         # turns into a no-op.
-        if not unchanged_since_read(execution).update(cloud_run_job_execution_name=None):
+        if not TaskExecution.objects.as_read(execution).update(cloud_run_job_execution_name=None):
             return None
         execution.cloud_run_job_execution_name = None
         return self.dispatch(execution)

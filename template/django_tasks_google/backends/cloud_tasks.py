@@ -22,7 +22,7 @@ from .. import gcp
 from ..models import TaskExecution
 from . import push_mac
 from .base import DjangoTasksGoogleBackend
-from .delivery import DeliveryState, DeliveryUnknown, DispatchResult, PlatformQueue, unchanged_since_read
+from .delivery import DeliveryState, DeliveryUnknown, DispatchResult, PlatformQueue
 from .options import CLOUD_TASKS_DEADLINE_RANGE, CloudTasksOptions
 
 # Google's libraries are imported where they are used: importing them takes about a second, which
@@ -184,7 +184,7 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
         # A new name: the old one may have existed, and stays taken for a while. Storing it is the
         # claim: a concurrent recovery run read the old name, so its UPDATE matches nothing.
         name = self.new_task_name(execution.queue_name)
-        if not unchanged_since_read(execution).update(cloud_task_name=name):
+        if not TaskExecution.objects.as_read(execution).update(cloud_task_name=name):
             return None
         execution.cloud_task_name = name
         return self.dispatch(execution)

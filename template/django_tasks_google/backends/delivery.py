@@ -10,9 +10,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from re import Pattern
 
-from django.db.models import QuerySet
-
-from ..models import TaskExecution
 from ..task import AnyTaskResult
 
 
@@ -58,10 +55,3 @@ class PlatformQueue:
     noun: str  # "the Cloud Tasks queue id"
     rule: str  # the hint: what the platform accepts
     check_id: str
-
-
-def unchanged_since_read(execution: TaskExecution) -> QuerySet[TaskExecution]:
-    """The row only while it is still the row we read (the executions' one compare-and-set guard,
-    `TaskExecution.objects.as_read`: a claim, a heartbeat, a dispatch or a recovery run changes
-    one of its columns)."""
-    return TaskExecution.objects.as_read(execution)
