@@ -217,11 +217,21 @@ def test_moving_to_a_local_backend_deletes_the_job_and_back_creates_it(cloud: An
 def test_a_refused_create_saves_no_row(cloud: Any, google_fake: Any) -> None:
     google_fake.fail_next("CreateJob", grpc.StatusCode.PERMISSION_DENIED, "cloudscheduler.jobs.create denied")
 
-    with pytest.raises(SchedulerSyncError, match=r"cloudscheduler\.jobs\.create denied"):
+    with pytest.raises(SchedulerSyncError, match=r"PERMISSION_DENIED: cloudscheduler\.jobs\.create denied"):
         schedule()
 
     assert not ScheduledTask.objects.exists()
     assert google_fake.scheduler_jobs == {}
+
+
+def test_an_error_whose_http_status_has_no_name_is_still_reported(cloud: Any, google_fake: Any) -> None:
+    """google-api-core gives CANCELLED the bare HTTP status 499: the message names the gRPC status."""
+    google_fake.fail_next("CreateJob", grpc.StatusCode.CANCELLED, "the call was cancelled")
+
+    with pytest.raises(SchedulerSyncError, match="CANCELLED: the call was cancelled"):
+        schedule()
+
+    assert not ScheduledTask.objects.exists()
 
 
 def test_a_refused_pause_removes_the_job_it_just_created(cloud: Any, google_fake: Any) -> None:
