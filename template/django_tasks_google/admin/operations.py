@@ -1,8 +1,9 @@
 """Cancel and retry, as the executions list's actions and the execution page's buttons do them.
 
-Both go through the public API: ``TaskExecution.cancel`` and the stored task's ``.enqueue()``, so
-the admin follows the same rules as code does. A retry is a new execution (a FAILED one is
-finished for good) linked to the one it retries by ``retry_of``.
+Both go through the public API: ``cancellation.cancel_execution`` (what ``cancel_task`` calls)
+and the stored task's ``.enqueue()``, so the admin follows the same rules as code does. A retry
+is a new execution (a FAILED one is finished for good) linked to the one it retries by
+``retry_of``.
 """
 
 from __future__ import annotations

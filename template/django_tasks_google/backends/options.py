@@ -62,7 +62,7 @@ class BackendOptions:
     # Accept tokens whose signature a private Cloud Run service (no allUsers invoker) replaced
     # after verifying it; every claim is still checked. Never enable it on a public service.
     oidc_trust_platform_signature: bool = field(default=False, metadata=option("boolean"))
-    # The key of the MAC every push we create carries (backends/push_mac.py); None: from SECRET_KEY.
+    # The key of the MAC every push we create carries (push_mac.py); None: from SECRET_KEY.
     push_secret: str | None = field(default=None, metadata=option("secret"))
     # After a rotation, the old key stays accepted until `push_secret_previous_until`, never after.
     push_secret_previous: str | None = field(default=None, metadata=option("secret"))
