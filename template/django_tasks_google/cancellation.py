@@ -47,11 +47,11 @@ def cancel_task(task_result_or_id: AnyTaskResult | str | int, *, force: bool = F
     SIGTERM, so `TaskCancelledError` is raised inside it. Cancelling a finished task changes nothing.
     Raises TaskResultDoesNotExist for an unknown id.
     """
-    result_id = task_result_or_id.id if isinstance(task_result_or_id, TaskResult) else task_result_or_id
-    pk = _execution_pk(result_id)
+    execution_id = task_result_or_id.id if isinstance(task_result_or_id, TaskResult) else task_result_or_id
+    pk = _execution_pk(execution_id)
     execution = TaskExecution.objects.filter(pk=pk).first() if pk is not None else None
     if execution is None:
-        raise TaskResultDoesNotExist(result_id)
+        raise TaskResultDoesNotExist(execution_id)
     cancel_execution(execution, force=force)
 
 
@@ -67,8 +67,8 @@ def cancel_execution(execution: TaskExecution, *, force: bool = False) -> bool:
     return cancelled
 
 
-def _execution_pk(result_id: object) -> int | None:
+def _execution_pk(execution_id: object) -> int | None:
     try:
-        return int(str(result_id))
+        return int(str(execution_id))
     except ValueError:
         return None

@@ -86,8 +86,8 @@ def recover(
     now = timezone.now()
     _release_expired_leases(backends, now, summary)
     # After the releases: a row just made READY whose delivery is gone is re-dispatched at once.
-    for row in _quiet_ready_rows(backends, now - older_than):
-        _recover_ready(row, backends[row.backend_alias], summary)
+    for execution in _quiet_ready_rows(backends, now - older_than):
+        _recover_ready(execution, backends[execution.backend_alias], summary)
     return summary
 
 
@@ -102,20 +102,20 @@ def _release_expired_leases(
         status=TaskResultStatus.RUNNING,
         backend_alias__in=list(backends),
     ).order_by("pk")
-    for row in expired:
+    for execution in expired:
         if summary.dry_run:
-            _log(row, "would release its expired lease")
+            _log(execution, "would release its expired lease")
             summary.counts["released"] += 1
             continue
         # READY if attempts remain, else FAILED; None if the holder renewed or finished meanwhile.
-        status = release_abandoned(row, lease_expired_error(row))
+        status = release_abandoned(execution, lease_expired_error(execution))
         if status is None:
             summary.counts["skipped"] += 1
         elif status == TaskResultStatus.FAILED:
-            _log(row, "lease expired with no attempts left: FAILED")
+            _log(execution, "lease expired with no attempts left: FAILED")
             summary.counts["failed"] += 1
         else:
-            _log(row, f"lease expired: released, {status} again")
+            _log(execution, f"lease expired: released, {status} again")
             summary.counts["released"] += 1
 
 
@@ -134,30 +134,32 @@ def _quiet_ready_rows(
     ).order_by("pk")
 
 
-def _recover_ready(row: TaskExecution, backend: DjangoTasksGoogleBackend, summary: RecoverySummary) -> None:
+def _recover_ready(
+    execution: TaskExecution, backend: DjangoTasksGoogleBackend, summary: RecoverySummary
+) -> None:
     try:
-        delivery = backend.delivery_state(row)
+        delivery = backend.delivery_state(execution)
     except DeliveryUnknown as exc:
-        logger.error("Task %s: could not ask the platform about its delivery: %s", row.pk, exc)
+        logger.error("Task %s: could not ask the platform about its delivery: %s", execution.pk, exc)
         summary.counts["errors"] += 1
         return
     if delivery == DeliveryState.PENDING:
         summary.counts["pending"] += 1
         return
     why = "never dispatched" if delivery == DeliveryState.NEVER_DISPATCHED else "its delivery is gone"
-    refusal = attempts.refusal(row, backend)
+    refusal = attempts.refusal(execution, backend)
     if summary.dry_run:
-        _log(row, f"{why}: would {'fail' if refusal else 're-dispatch'} it")
+        _log(execution, f"{why}: would {'fail' if refusal else 're-dispatch'} it")
         summary.counts["failed" if refusal else "redispatched"] += 1
         return
     if refusal is not None:
-        _fail(row, backend, refusal, why, summary)
+        _fail(execution, backend, refusal, why, summary)
         return
-    outcome = backend.redispatch(row)
+    outcome = backend.redispatch(execution)
     if outcome is None:
         summary.counts["skipped"] += 1
     elif outcome == DispatchResult.DISPATCHED:
-        _log(row, f"{why}: re-dispatched")
+        _log(execution, f"{why}: re-dispatched")
         summary.counts["redispatched"] += 1
     else:
         # The backend logged the API error (and, if permanent, recorded it on the row: FAILED).
@@ -165,18 +167,20 @@ def _recover_ready(row: TaskExecution, backend: DjangoTasksGoogleBackend, summar
 
 
 def _fail(
-    row: TaskExecution,
+    execution: TaskExecution,
     backend: DjangoTasksGoogleBackend,
     refusal: PermanentTaskError,
     why: str,
     summary: RecoverySummary,
 ) -> None:
     why = f"Not delivered again ({why}) and no attempt left for"
-    if not TaskExecution.objects.fail_undelivered(row, refusal, why):
+    if not TaskExecution.objects.fail_undelivered(execution, refusal, why):
         summary.counts["skipped"] += 1
         return
     summary.counts["failed"] += 1
 
 
-def _log(row: TaskExecution, what: str) -> None:
-    logger.warning("Task %s (%s, backend %r): %s", row.pk, row.module_path, row.backend_alias, what)
+def _log(execution: TaskExecution, what: str) -> None:
+    logger.warning(
+        "Task %s (%s, backend %r): %s", execution.pk, execution.module_path, execution.backend_alias, what
+    )
