@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeIs
+from typing import Any, TypeGuard
 
 import requests
 from django.http import HttpRequest
@@ -211,7 +211,7 @@ def _decode_unverified(token: str) -> dict[str, Any]:
         raise PushAuthError(401, "Malformed ID token.") from None
 
 
-def _is_time(value: object) -> TypeIs[int | float]:
+def _is_time(value: object) -> TypeGuard[int | float]:
     """A finite number (JSON as Python reads it allows NaN, which no comparison would refuse)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
