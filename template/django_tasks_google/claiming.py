@@ -6,7 +6,9 @@ conditional, atomic on every database without row locks: either "still held by t
 
 The push path's common case is one statement: a READY, due execution is claimed by one
 `UPDATE ... RETURNING` (PostgreSQL, SQLite >= 3.35). Rarer cases (a lease to take over, a
-refusal, another database) read the row, then compare-and-set. An execution that may not run
+refusal, another database) read the row, then compare-and-set. The local worker claims a batch
+the same way (`claim_due`: one statement, `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several
+workers share a table without waiting on each other). An execution that may not run
 again (attempts.py) is marked FAILED at the claim, so it never stays READY with nobody to deliver it.
 """
 
@@ -14,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import InvalidTaskBackend
 from django.tasks.signals import task_finished
@@ -128,22 +131,14 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         self, execution_id: int, backend: BackendRules, lease_id: str, now: datetime
     ) -> TaskExecution | None:
         """The common case in one statement: a READY, due row whose history needs no clipping."""
-        connection = connections[self.db]
-        json_append = {
-            "postgresql": ("{w} = {w} || jsonb_build_array(%s::text)", "jsonb_array_length({w}) < %s"),
-            "sqlite": ("{w} = json_insert({w}, '$[#]', %s)", "json_array_length({w}) < %s"),
-        }.get(connection.vendor)
-        if json_append is None or (
-            connection.vendor == "sqlite" and not connection.features.can_return_rows_from_update
-        ):
+        json_append = self._json_append()
+        if json_append is None:
             return None
-        meta = self.model._meta
-        q = connection.ops.quote_name
-        # Every concrete field has a column (django-stubs types `column` as optional).
-        column = {field.name: q(field.column) for field in meta.concrete_fields if field.column}
+        table = connections[self.db].ops.quote_name(self.model._meta.db_table)
+        column = self._columns()
         append, fits = (part.format(w=column["worker_ids"]) for part in json_append)
         sql = (
-            f"UPDATE {q(meta.db_table)} SET {column['status']} = %s, {column['lease_worker_id']} = %s, "
+            f"UPDATE {table} SET {column['status']} = %s, {column['lease_worker_id']} = %s, "
             f"{column['lease_expires_at']} = %s, {column['last_attempted_at']} = %s, "
             f"{column['started_at']} = COALESCE({column['started_at']}, %s), "
             f"{column['attempts']} = {column['attempts']} + 1, {append} "
@@ -168,6 +163,107 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         ]
         rows = list(self.model.objects.using(self.db).raw(sql, params))
         return rows[0] if rows else None
+
+    def _json_append(self) -> tuple[str, str] | None:
+        """SQL appending %s to the JSON list {w}, and testing its length against %s (None: no
+        one-statement claim on this database)."""
+        connection = connections[self.db]
+        if not connection.features.can_return_rows_from_update:
+            return None
+        return {
+            "postgresql": ("{w} = {w} || jsonb_build_array(%s::text)", "jsonb_array_length({w}) < %s"),
+            "sqlite": ("{w} = json_insert({w}, '$[#]', %s)", "json_array_length({w}) < %s"),
+        }.get(connection.vendor)
+
+    def _columns(self) -> dict[str, str]:
+        q = connections[self.db].ops.quote_name
+        return {field.name: q(field.column) for field in self.model._meta.concrete_fields}
+
+    # --- batch claim (the local worker) ------------------------------------------------------------
+
+    def claim_due(
+        self, backends: Sequence[BackendRules], *, queues: Sequence[str], limit: int
+    ) -> list[Claimed]:
+        """Claim up to `limit` due READY executions of `backends`, priority first, then oldest.
+
+        One `UPDATE ... WHERE id IN (SELECT ... LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING` on
+        PostgreSQL and SQLite >= 3.35: on PostgreSQL rows another worker is claiming are skipped,
+        not waited for, and SQLite runs one write at a time, so no row is claimed twice. Each
+        claimed row then goes through `_claimed` (run_once, the attempt limit): a row that may not
+        run again is marked FAILED there and not returned.
+        """
+        by_alias = {backend.alias: backend for backend in backends}
+        json_append = self._json_append()
+        if json_append is None:
+            return self._claim_each(by_alias, queues, limit)
+        now = timezone.now()
+        batch = uuid.uuid4().hex
+        connection = connections[self.db]
+        column = self._columns()
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        append = json_append[0].format(w=column["worker_ids"])
+        aliases = sorted(by_alias)
+
+        def placeholders(values: Sequence[object]) -> str:
+            return ", ".join(["%s"] * len(values))
+
+        # Each backend's lease length; the lease id is the batch's id and the row's (unique per attempt).
+        expires = " ".join("WHEN %s THEN %s" for _ in aliases)
+        queue_filter = f"AND {column['queue_name']} IN ({placeholders(queues)}) " if queues else ""
+        lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+        sql = (
+            f"UPDATE {table} SET {column['status']} = %s, "
+            f"{column['lease_worker_id']} = %s || CAST({column['id']} AS TEXT), "
+            f"{column['lease_expires_at']} = CASE {column['backend_alias']} {expires} END, "
+            f"{column['last_attempted_at']} = %s, "
+            f"{column['started_at']} = COALESCE({column['started_at']}, %s), "
+            f"{column['attempts']} = {column['attempts']} + 1, {append} "
+            f"WHERE {column['status']} = %s AND {column['id']} IN ("
+            f"SELECT {column['id']} FROM {table} WHERE {column['status']} = %s "
+            f"AND {column['backend_alias']} IN ({placeholders(aliases)}) {queue_filter}"
+            f"AND ({column['run_after']} IS NULL OR {column['run_after']} <= %s) "
+            f"ORDER BY {column['priority']} DESC, {column['enqueued_at']}, {column['id']} LIMIT %s{lock}"
+            ") RETURNING *"
+        )
+        params: list[object] = [RUNNING, f"{batch}-"]
+        for alias in aliases:
+            # Always set, heartbeat or not: an attempt that dies must not keep the task forever.
+            params += [alias, now + by_alias[alias].heartbeat_timeout]
+        params += [now, now, worker_identity(), READY, READY, *aliases, *queues, now, limit]
+        rows = sorted(
+            self.model.objects.using(self.db).raw(sql, params),
+            key=lambda row: (-row.priority, row.enqueued_at, row.pk),
+        )
+        claimed = []
+        for execution in rows:
+            backend = by_alias[execution.backend_alias]
+            history = backend.max_history_entries
+            if len(execution.worker_ids) > history:
+                # Rare (a long history): clip it by the policy's rule, under the lease just taken.
+                clipped = attempts.clip_history(execution.worker_ids, history)
+                self._held(execution.pk, execution.lease_worker_id).update(worker_ids=clipped)
+                execution.worker_ids = clipped
+            result = self._claimed(execution, backend, execution.lease_worker_id, None)
+            if isinstance(result, Claimed):
+                claimed.append(result)
+        return claimed
+
+    def _claim_each(
+        self, by_alias: dict[str, BackendRules], queues: Sequence[str], limit: int
+    ) -> list[Claimed]:
+        """Other databases: read the candidates, then claim each (the claim stays conditional)."""
+        candidates = self.filter(status=READY, backend_alias__in=list(by_alias)).filter(
+            Q(run_after__isnull=True) | Q(run_after__lte=timezone.now())
+        )
+        if queues:
+            candidates = candidates.filter(queue_name__in=list(queues))
+        ids = candidates.order_by("-priority", "enqueued_at", "pk").values_list("pk", "backend_alias")[:limit]
+        claimed = []
+        for pk, alias in list(ids):
+            result = self.claim(pk, backend=by_alias[alias], transport_attempt=None)
+            if isinstance(result, Claimed):
+                claimed.append(result)
+        return claimed
 
     def _claimed(
         self,

@@ -109,13 +109,17 @@ def release_abandoned(
 
 
 def run_claimed(
-    claim: Claim, *, install_sigterm_handler: bool = False, cancel_signal: int | None = None
+    claim: Claim | Claimed, *, install_sigterm_handler: bool = False, cancel_signal: int | None = None
 ) -> AttemptOutcome:
     """Run the attempt `claim` holds the lease for, and record its result while still holding it.
 
-    `cancel_signal` (with `install_sigterm_handler`): a signal that tells the task it was cancelled
-    gracefully, without waiting for the next heartbeat (the local worker sends SIGUSR1).
+    A `Claimed` carries the row as the claim left it (the local worker hands it to its child), so
+    the attempt starts without reading the row again. `cancel_signal` (with
+    `install_sigterm_handler`): a signal that tells the task it was cancelled gracefully, without
+    waiting for the next heartbeat (the local worker sends SIGUSR1).
     """
+    if isinstance(claim, Claimed):
+        return _Attempt(claim.claim, claim.execution).run(install_sigterm_handler, cancel_signal)
     execution = TaskExecution.objects.filter(pk=claim.execution_id, lease_worker_id=claim.lease_id).first()
     if execution is None or execution.is_finished or execution.lease_worker_id != claim.lease_id:
         # Cancelled (or taken over) between the claim and the start.
