@@ -1,9 +1,17 @@
-"""The local worker behind `manage.py run_tasks`: runs ProcessBackend executions, one process each.
+"""The local worker behind `manage.py run_tasks`: runs ProcessBackend executions in a pool of children.
 
-Each poll it recovers executions whose attempt died, fires due schedules, supervises running
-attempts (forceful cancellation; timeouts where the backend `enforces_timeout`), then claims READY
-executions (priority first, then oldest) and starts a child process per claim. The claim is the executor's
-lease, so several workers (or a worker and a stray `execute_task`) never run one attempt twice.
+It claims READY executions in batches (priority first, then oldest; `TaskExecution.objects.claim_due`)
+and hands each to a long-lived child of its pool (worker_pool.py), which runs many attempts, one
+at a time. The claim is the executor's lease, so several workers (or a worker and a stray
+`execute_task`) never run one attempt twice. It claims again when a child is free and the last
+batch was full, when PostgreSQL notifies it of an enqueue (notify.py), and every poll interval;
+it supervises running attempts (forceful cancellation; timeouts where the backend
+`enforces_timeout`), recovers executions whose attempt died elsewhere and fires due schedules
+on their own cadence (`UPKEEP_INTERVAL`), not after every attempt.
+
+Isolation is per attempt: a cancel or a timeout SIGTERMs only the child running it (SIGKILL after
+`kill_grace_seconds`), and that child is replaced. A child that dies mid-attempt has its attempt
+released as abandoned (READY again, or FAILED when no attempt may follow).
 
 Shutdown (SIGINT/SIGTERM): stop claiming, give running attempts `shutdown_timeout_seconds` to
 finish, then SIGTERM them so the executor returns them to READY; SIGKILL after
@@ -14,42 +22,45 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, router
 from django.db.models import Q
 from django.tasks import TaskResultStatus
 from django.utils import timezone
 
 from .backends.process import ProcessBackend
 from .errors import TaskInterrupted, TaskTimeout
-from .executor import Claim, claim_execution, lease_expired_error, release_abandoned
+from .executor import Claim, lease_expired_error, release_abandoned
 from .models import TaskExecution
+from .notify import Listener
+from .outcomes import Claimed
 from .scheduling.local_cron import CatchUp, LocalCron
-from .worker_child import CANCEL_SIGNAL, run_child, warm_up
+from .worker_child import CANCEL_SIGNAL, drop_broken_connections
+from .worker_pool import ChildEvent, Pool, PoolChild
 
 logger = logging.getLogger("django_tasks_google.worker")
 
-CHILD_MODULE = "django_tasks_google.worker_child"
 # Why the worker sent SIGTERM to an attempt.
 FORCE_CANCELLED = "force-cancelled"
 TIMED_OUT = "timed out"
 SHUTDOWN = "interrupted by the worker's shutdown"
+# Seconds between recoveries of abandoned leases and firings of due schedules, and at most between
+# two looks at the running attempts (cancellations, timeouts), whatever the poll interval.
+UPKEEP_INTERVAL = 1.0
 
 
-@dataclass
-class Child:
-    """A running attempt: its process, its claim, and what the worker did to it."""
+@dataclass(eq=False)
+class Running:
+    """An attempt running in a child: its claim, and what the worker did to it."""
 
-    process: BaseProcess
+    child: PoolChild
     claim: Claim
     backend: ProcessBackend
     timeout: timedelta | None
@@ -67,6 +78,8 @@ class WorkerSettings:
     batch_size: int
     shutdown_timeout: float
     kill_grace: float
+    recycle_after: int
+    max_child_rss_mb: float | None
 
     @classmethod
     def from_backends(
@@ -77,13 +90,17 @@ class WorkerSettings:
         poll_interval: float | None = None,
         batch_size: int | None = None,
     ) -> WorkerSettings:
-        """Command-line values win; otherwise the most generous value among the served backends."""
+        """Command-line values win; otherwise the most generous value among the served backends
+        (the strictest for recycling children)."""
+        rss_limits = [b.config.worker_max_child_rss_mb for b in backends if b.config.worker_max_child_rss_mb]
         return cls(
             max_workers=max_workers or max(b.max_workers for b in backends),
             poll_interval=poll_interval or min(b.poll_interval for b in backends),
             batch_size=batch_size or max(b.batch_size for b in backends),
             shutdown_timeout=max(b.shutdown_timeout for b in backends),
             kill_grace=max(b.kill_grace for b in backends),
+            recycle_after=min(b.config.worker_recycle_after for b in backends),
+            max_child_rss_mb=min(rss_limits) if rss_limits else None,
         )
 
 
@@ -93,205 +110,216 @@ class Worker:
     settings: WorkerSettings
     queues: list[str] = field(default_factory=list)
     catch_up: CatchUp = CatchUp.NONE
-    children: dict[int, Child] = field(default_factory=dict)
+    # Running attempts by the pid of their child.
+    running: dict[int, Running] = field(default_factory=dict)
     stop_signals: int = 0
 
     def __post_init__(self) -> None:
         self.by_alias = {backend.alias: backend for backend in self.backends}
-        self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload([CHILD_MODULE])
         self.local_cron: LocalCron | None = None
+        rss = self.settings.max_child_rss_mb
+        self.pool = Pool(
+            recycle_after=self.settings.recycle_after,
+            max_rss_bytes=None if rss is None else int(rss * 2**20),
+            after_fork=self._in_child,
+        )
+        self.listener: Listener | None = None
+        self.wakeup_fds: tuple[int, int] = (-1, -1)
+        # Whether READY executions may be waiting: the last batch was full, or an enqueue was notified.
+        self.more = True
 
     # --- Main loop -------------------------------------------------------------------------------
 
     def run(self, *, once: bool = False) -> None:
-        wakeup_r, wakeup_w = os.pipe()
+        self.wakeup_fds = wakeup_r, wakeup_w = os.pipe()
         os.set_blocking(wakeup_r, False)
         os.set_blocking(wakeup_w, False)
         previous = self._install_signal_handlers(wakeup_w)
-        self.wakeup_fd = wakeup_r
         try:
-            # Start the fork server (it sets Django up) before claiming anything: a lease taken
-            # now must not run out while the first child waits for it.
-            ready = self.context.Process(target=warm_up, name="warm-up")
-            ready.start()
-            ready.join()
+            self.pool.prepare()
+            if not once:
+                self.listen()
             logger.info(
-                "Worker started: backends %s, queues %s, %s process(es) at most",
+                "Worker started: backends %s, queues %s, %s process(es) at most%s",
                 ", ".join(sorted(self.by_alias)),
                 ", ".join(self.queues) if self.queues else "all",
                 self.settings.max_workers,
+                ", woken by PostgreSQL notifications" if self.listener else "",
             )
+            next_poll = next_upkeep = time.monotonic()
             while not self.stop_signals:
-                self.reap()
-                self.poll()
+                now = time.monotonic()
+                try:
+                    if now >= next_upkeep:
+                        next_upkeep = now + UPKEEP_INTERVAL
+                        self.upkeep(timezone.now())
+                    if now >= next_poll:
+                        next_poll = now + self.settings.poll_interval
+                        self.more = True
+                    if self.more:
+                        self.claim_and_start()
+                except DatabaseError:
+                    logger.exception("Worker poll failed; retrying")
+                    drop_broken_connections()
                 if once:
                     break
-                self.wait(self.settings.poll_interval)
+                self.wait(min(next_poll, next_upkeep) - time.monotonic())
             self.drain(finish=once and not self.stop_signals)
         finally:
+            self.pool.close()
+            if self.listener is not None:
+                self.listener.close()
             self._restore_signal_handlers(previous)
             os.close(wakeup_r)
             os.close(wakeup_w)
         logger.info("Worker stopped")
 
-    def poll(self) -> None:
-        """One iteration; a database error is logged and retried at the next poll."""
-        try:
-            close_old_connections()
-            now = timezone.now()
-            self.recover_abandoned(now)
-            self.fire_due_schedules(now)
-            self.supervise(now)
-            free = self.settings.max_workers - len(self.children)
-            if free > 0:
-                self.claim_and_start(min(free, self.settings.batch_size), now)
-        except DatabaseError:
-            logger.exception("Worker poll failed; retrying")
+    def upkeep(self, now: datetime) -> None:
+        """The work that does not follow each task: recovery, schedules, supervision."""
+        if self.listener is not None and self.listener.closed:
+            self.listen()
+        self.recover_abandoned(now)
+        self.fire_due_schedules(now)
+        self.supervise(now)
 
     def wait(self, seconds: float) -> None:
-        """Sleep until the next poll, a child exiting, or a signal, whichever comes first."""
-        sentinels = [child.process.sentinel for child in self.children.values()]
-        wait([*sentinels, self.wakeup_fd], timeout=seconds)
-        try:
-            while os.read(self.wakeup_fd, 512):
+        """Until a child answers or exits, an enqueue is notified, a signal comes, or `seconds` pass."""
+        listening = [self.listener.fileno()] if self.listener is not None and not self.listener.closed else []
+        ready = wait([*self.pool.waitables(), self.wakeup_fds[0], *listening], timeout=max(0.0, seconds))
+        for event in self.pool.collect(ready):
+            self.child_event(event)
+        if self.listener is not None and not self.listener.closed and self.listener.fileno() in ready:
+            self.more = self.listener.heard() or self.more
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wakeup_fds[0], 512):
                 pass
-        except BlockingIOError:
-            pass
+
+    def listen(self) -> None:
+        """LISTEN for enqueues (PostgreSQL), so an idle worker picks a task up without waiting to poll."""
+        self.listener = Listener.open(router.db_for_write(TaskExecution))
+
+    def _in_child(self) -> None:
+        """In a freshly forked child: drop the worker's signal plumbing."""
+        signal.set_wakeup_fd(-1)
+        for fd in self.wakeup_fds:
+            os.close(fd)
 
     # --- Claiming and starting -------------------------------------------------------------------
 
-    def claim_and_start(self, limit: int, now: datetime) -> None:
-        candidates = (
-            TaskExecution.objects.filter(status=TaskResultStatus.READY, backend_alias__in=list(self.by_alias))
-            .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-            .order_by("-priority", "enqueued_at", "pk")
-        )
-        if self.queues:
-            candidates = candidates.filter(queue_name__in=self.queues)
-        claims: list[Claim] = []
-        if connection.features.has_select_for_update_skip_locked:
-            # PostgreSQL: rows another worker is claiming right now are skipped, not waited for.
-            # The executor's conditional claim is what guarantees a single owner either way.
-            with transaction.atomic():
-                ids = list(
-                    candidates.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit]
-                )
-                claims = self._claim(ids)
-        else:
-            claims = self._claim(list(candidates.values_list("pk", flat=True)[:limit]))
-        for claim in claims:
-            self.start(claim)
-
-    def _claim(self, ids: list[int]) -> list[Claim]:
-        claims = []
-        for pk in ids:
-            result = claim_execution(pk)
-            if isinstance(result, Claim):
-                claims.append(result)
-        return claims
-
-    def start(self, claim: Claim) -> None:
-        row = TaskExecution.objects.only("backend_alias", "timeout", "last_attempted_at").get(
-            pk=claim.execution_id
-        )
-        process = self.context.Process(target=run_child, args=(claim,), name=f"task-{claim.execution_id}")
-        child = Child(
-            process=process,
-            claim=claim,
-            backend=self.by_alias[row.backend_alias],
-            timeout=row.timeout,
-            claimed_at=row.last_attempted_at or timezone.now(),
-        )
-        try:
-            process.start()
-        except OSError as exc:
-            logger.exception("Could not start a process for task %s", claim.execution_id)
-            self._release(child, TaskInterrupted(f"The worker could not start a process: {exc}"))
+    def claim_and_start(self) -> None:
+        free = self.settings.max_workers - len(self.running)
+        if free <= 0:
             return
-        self.children[claim.execution_id] = child
+        limit = min(free, self.settings.batch_size)
+        claimed = TaskExecution.objects.claim_due(self.backends, queues=self.queues, limit=limit)
+        # Fewer than asked: nothing more is due now; claim again at the next poll or notification.
+        self.more = len(claimed) == limit
+        for one in claimed:
+            self.start(one)
+
+    def start(self, claimed: Claimed) -> None:
+        execution = claimed.execution
+        try:
+            child = self.pool.run(claimed)
+        except OSError as exc:
+            logger.exception("Could not start a process for task %s", execution.pk)
+            self._release(claimed.claim, TaskInterrupted(f"The worker could not start a process: {exc}"))
+            return
+        self.running[child.pid] = Running(
+            child=child,
+            claim=claimed.claim,
+            backend=self.by_alias[execution.backend_alias],
+            timeout=execution.timeout,
+            claimed_at=execution.last_attempted_at or timezone.now(),
+        )
+
+    def child_event(self, event: ChildEvent) -> None:
+        """A child answered (its attempt's outcome is recorded) or exited."""
+        attempt = self.running.pop(event.child.pid, None)
+        if attempt is None:
+            return  # an idle child exited
+        if event.answered:
+            if attempt.terminated_at is not None:
+                # Signalled for a cancel, a timeout or the shutdown: never reused.
+                self.pool.retire(event.child)
+            return
+        try:
+            self._release_if_unrecorded(attempt, event.child.exitcode)
+        except DatabaseError:
+            # The lease expires by itself; recover_abandoned() finishes the job later.
+            logger.exception(
+                "Task %s: could not check the outcome of its attempt", attempt.claim.execution_id
+            )
+            drop_broken_connections()
 
     # --- Supervision -----------------------------------------------------------------------------
 
     def supervise(self, now: datetime) -> None:
         """Forceful cancellation and timeouts (backends that enforce them): SIGTERM, then SIGKILL."""
-        if not self.children:
+        if not self.running:
             return
+        by_execution = {attempt.claim.execution_id: attempt for attempt in self.running.values()}
         cancelled = dict(
-            TaskExecution.objects.filter(pk__in=list(self.children), cancelled_at__isnull=False).values_list(
+            TaskExecution.objects.filter(pk__in=list(by_execution), cancelled_at__isnull=False).values_list(
                 "pk", "force_cancel"
             )
         )
-        for pk, child in self.children.items():
-            if child.terminated_at is None:
+        for pk, attempt in by_execution.items():
+            if attempt.terminated_at is None:
                 if cancelled.get(pk):
-                    self.terminate(child, FORCE_CANCELLED)
-                elif pk in cancelled and not child.told_cancelled:
+                    self.terminate(attempt, FORCE_CANCELLED)
+                elif pk in cancelled and not attempt.told_cancelled:
                     # Graceful: the task stops when it checks is_task_cancelled().
-                    child.told_cancelled = True
-                    signal_process(child.process, CANCEL_SIGNAL)
+                    attempt.told_cancelled = True
+                    signal_process(attempt.child.pid, CANCEL_SIGNAL)
                 elif (
-                    child.backend.enforces_timeout
-                    and child.timeout is not None
-                    and now >= child.claimed_at + child.timeout
+                    attempt.backend.enforces_timeout
+                    and attempt.timeout is not None
+                    and now >= attempt.claimed_at + attempt.timeout
                 ):
-                    self.terminate(child, TIMED_OUT)
+                    self.terminate(attempt, TIMED_OUT)
         self.escalate()
 
-    def terminate(self, child: Child, why: str) -> None:
-        logger.warning("Task %s %s: sending SIGTERM", child.claim.execution_id, why)
-        child.terminated_at = time.monotonic()
-        child.why_terminated = why
-        signal_process_group(child.process, signal.SIGTERM)
+    def terminate(self, attempt: Running, why: str) -> None:
+        logger.warning("Task %s %s: sending SIGTERM", attempt.claim.execution_id, why)
+        attempt.terminated_at = time.monotonic()
+        attempt.why_terminated = why
+        signal_process_group(attempt.child.pid, signal.SIGTERM)
 
     def escalate(self) -> None:
-        for child in self.children.values():
+        for attempt in self.running.values():
             if (
-                child.terminated_at is not None
-                and not child.killed
-                and time.monotonic() - child.terminated_at >= child.backend.kill_grace
+                attempt.terminated_at is not None
+                and not attempt.killed
+                and time.monotonic() - attempt.terminated_at >= attempt.backend.kill_grace
             ):
                 logger.warning(
                     "Task %s still running %.0fs after SIGTERM: sending SIGKILL",
-                    child.claim.execution_id,
-                    child.backend.kill_grace,
+                    attempt.claim.execution_id,
+                    attempt.backend.kill_grace,
                 )
-                child.killed = True
-                signal_process_group(child.process, signal.SIGKILL)
+                attempt.killed = True
+                signal_process_group(attempt.child.pid, signal.SIGKILL)
 
-    def reap(self) -> None:
-        """Forget finished children; if one died without recording its outcome, record it now."""
-        for pk, child in list(self.children.items()):
-            if child.process.is_alive():
-                continue
-            child.process.join()
-            exitcode = child.process.exitcode
-            child.process.close()
-            del self.children[pk]
-            try:
-                self._release_if_unrecorded(child, exitcode)
-            except DatabaseError:
-                # The lease expires by itself; recover_abandoned() finishes the job later.
-                logger.exception("Task %s: could not check the outcome of its attempt", pk)
-
-    def _release_if_unrecorded(self, child: Child, exitcode: int | None) -> None:
-        row = TaskExecution.objects.filter(
-            pk=child.claim.execution_id, lease_worker_id=child.claim.lease_id
-        ).first()
+    def _release_if_unrecorded(self, attempt: Running, exitcode: int | None) -> None:
+        claim = attempt.claim
+        row = TaskExecution.objects.filter(pk=claim.execution_id, lease_worker_id=claim.lease_id).first()
         if row is None or row.status != TaskResultStatus.RUNNING:
             return
-        how = "was killed" if child.killed else f"exited with code {exitcode}"
+        how = "was killed" if attempt.killed else f"exited with code {exitcode}"
         logger.warning("Task %s: the process running it %s before recording an outcome", row.pk, how)
         error: Exception = TaskInterrupted(f"The process running attempt {row.attempts} {how}.")
-        if child.why_terminated == TIMED_OUT:
-            error = TaskTimeout(f"Attempt {row.attempts} ran past its timeout of {child.timeout} and {how}.")
-        self._release(child, error, row=row, count_attempt=child.why_terminated != SHUTDOWN)
+        if attempt.why_terminated == TIMED_OUT:
+            error = TaskTimeout(
+                f"Attempt {row.attempts} ran past its timeout of {attempt.timeout} and {how}."
+            )
+        self._release(claim, error, row=row, count_attempt=attempt.why_terminated != SHUTDOWN)
 
     def _release(
-        self, child: Child, error: Exception, *, row: TaskExecution | None = None, count_attempt: bool = True
+        self, claim: Claim, error: Exception, *, row: TaskExecution | None = None, count_attempt: bool = True
     ) -> None:
-        row = row or TaskExecution.objects.filter(pk=child.claim.execution_id).first()
-        if row is not None and row.lease_worker_id == child.claim.lease_id:
+        row = row or TaskExecution.objects.filter(pk=claim.execution_id).first()
+        if row is not None and row.lease_worker_id == claim.lease_id:
             status = release_abandoned(row, error, count_attempt=count_attempt)
             if status:
                 logger.warning("Task %s is %s again", row.pk, status)
@@ -302,7 +330,7 @@ class Worker:
             Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True),
             status=TaskResultStatus.RUNNING,
             backend_alias__in=list(self.by_alias),
-        ).exclude(pk__in=list(self.children))
+        ).exclude(pk__in=[attempt.claim.execution_id for attempt in self.running.values()])
         for row in expired:
             status = release_abandoned(row, lease_expired_error(row))
             if status:
@@ -322,37 +350,35 @@ class Worker:
 
     def drain(self, *, finish: bool) -> None:
         """Wait for running attempts: all of them (`finish`, for --once), or until the shutdown timeout."""
-        if not self.children:
+        if not self.running:
             return
         deadline = None if finish else time.monotonic() + self.settings.shutdown_timeout
         if deadline is not None:
             logger.info(
                 "Stopping: waiting up to %.0fs for %d running task(s)",
                 self.settings.shutdown_timeout,
-                len(self.children),
+                len(self.running),
             )
-        while self.children:
+        while self.running:
             if deadline is None and self.stop_signals:
                 deadline = time.monotonic() + self.settings.shutdown_timeout
             if deadline is not None and (time.monotonic() >= deadline or self.stop_signals > 1):
                 break
-            self.reap()
             try:
-                close_old_connections()
                 self.supervise(timezone.now())
             except DatabaseError:
                 logger.exception("Worker supervision failed; retrying")
+                drop_broken_connections()
             self.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))
-        if not self.children:
+        if not self.running:
             return
-        logger.warning("Interrupting %d running task(s); they will run again", len(self.children))
-        for child in self.children.values():
-            if child.terminated_at is None:
-                self.terminate(child, SHUTDOWN)
-        while self.children:
+        logger.warning("Interrupting %d running task(s); they will run again", len(self.running))
+        for attempt in self.running.values():
+            if attempt.terminated_at is None:
+                self.terminate(attempt, SHUTDOWN)
+        while self.running:
             self.escalate()
             self.wait(0.2)
-            self.reap()
 
     # --- Signals ---------------------------------------------------------------------------------
 
@@ -377,12 +403,9 @@ class Worker:
             )
 
 
-def signal_process_group(process: BaseProcess, signum: int) -> None:
-    """Signal the attempt's process group (the task's own subprocesses too), or the process alone
-    if it has not made its group yet."""
-    pid = process.pid
-    if pid is None:
-        return
+def signal_process_group(pid: int, signum: int) -> None:
+    """Signal the child's process group (the task's own subprocesses too), or the child alone if
+    it has not made its group yet."""
     try:
         os.killpg(pid, signum)
     except ProcessLookupError:
@@ -392,7 +415,6 @@ def signal_process_group(process: BaseProcess, signum: int) -> None:
         pass
 
 
-def signal_process(process: BaseProcess, signum: int) -> None:
-    if process.pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signum)
+def signal_process(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)

@@ -213,6 +213,10 @@ class ProcessOptions(BackendOptions):
     # After SIGTERM (cancel, timeout, shutdown) an attempt gets this long before SIGKILL, like
     # Cloud Run's 10 seconds.
     kill_grace: float = field(default=10.0, metadata=option("number", key="kill_grace_seconds", minimum=0))
+    # A worker child (it runs many attempts, one at a time) is replaced after this many attempts...
+    worker_recycle_after: int = field(default=500, metadata=option("integer", minimum=1))
+    # ... and when its resident memory grows past this many MB after an attempt (0: no limit).
+    worker_max_child_rss_mb: float = field(default=0, metadata=option("number", minimum=0))
 
     def refine(self, reader: OptionReader) -> Self:
         refined = super().refine(reader)

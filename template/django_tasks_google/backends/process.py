@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import TaskExecution
+from ..notify import notify_enqueued
 from ..task import AnyTask
 from .base import DjangoTasksGoogleBackend
 from .cloud_run_jobs import CLOUD_RUN_JOBS_TIMEOUT_RANGE
@@ -40,7 +41,8 @@ class ProcessBackend(DjangoTasksGoogleBackend):
         return {"max_attempts": self.config.max_attempts}
 
     def dispatch(self, execution: TaskExecution) -> DispatchResult:
-        """Nothing to send: the worker polls the table."""
+        """Nothing to send: the worker polls the table (and on PostgreSQL is woken by a NOTIFY)."""
+        notify_enqueued(execution)
         return DispatchResult.DISPATCHED
 
     def get_max_attempts(self, queue_name: str) -> int | None:
