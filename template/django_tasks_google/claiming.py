@@ -186,11 +186,11 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
     ) -> list[Claimed]:
         """Claim up to `limit` due READY executions of `backends`, priority first, then oldest.
 
-        One `UPDATE ... WHERE id IN (SELECT ... LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING` on
-        PostgreSQL and SQLite >= 3.35: on PostgreSQL rows another worker is claiming are skipped,
-        not waited for, and SQLite runs one write at a time, so no row is claimed twice. Each
-        claimed row then goes through `_claimed` (run_once, the attempt limit): a row that may not
-        run again is marked FAILED there and not returned.
+        One `WITH picked AS MATERIALIZED (SELECT ... LIMIT n [FOR UPDATE SKIP LOCKED]) UPDATE ...
+        RETURNING` on PostgreSQL and SQLite >= 3.35: on PostgreSQL rows another worker is claiming
+        are skipped, not waited for, and SQLite runs one write at a time, so no row is claimed
+        twice. Each claimed row then goes through `_claimed` (run_once, the attempt limit): a row
+        that may not run again is marked FAILED there and not returned.
         """
         by_alias = {backend.alias: backend for backend in backends}
         json_append = self._json_append()
@@ -211,25 +211,27 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         expires = " ".join("WHEN %s THEN %s" for _ in aliases)
         queue_filter = f"AND {column['queue_name']} IN ({placeholders(queues)}) " if queues else ""
         lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+        # The candidates are picked once (MATERIALIZED): a subquery PostgreSQL re-ran for each
+        # row would skip the rows it had just locked and pick more than `limit`.
         sql = (
+            f"WITH picked AS MATERIALIZED (SELECT {column['id']} FROM {table} WHERE {column['status']} = %s "
+            f"AND {column['backend_alias']} IN ({placeholders(aliases)}) {queue_filter}"
+            f"AND ({column['run_after']} IS NULL OR {column['run_after']} <= %s) "
+            f"ORDER BY {column['priority']} DESC, {column['enqueued_at']}, {column['id']} LIMIT %s{lock}) "
             f"UPDATE {table} SET {column['status']} = %s, "
             f"{column['lease_worker_id']} = %s || CAST({column['id']} AS TEXT), "
             f"{column['lease_expires_at']} = CASE {column['backend_alias']} {expires} END, "
             f"{column['last_attempted_at']} = %s, "
             f"{column['started_at']} = COALESCE({column['started_at']}, %s), "
             f"{column['attempts']} = {column['attempts']} + 1, {append} "
-            f"WHERE {column['status']} = %s AND {column['id']} IN ("
-            f"SELECT {column['id']} FROM {table} WHERE {column['status']} = %s "
-            f"AND {column['backend_alias']} IN ({placeholders(aliases)}) {queue_filter}"
-            f"AND ({column['run_after']} IS NULL OR {column['run_after']} <= %s) "
-            f"ORDER BY {column['priority']} DESC, {column['enqueued_at']}, {column['id']} LIMIT %s{lock}"
-            ") RETURNING *"
+            f"WHERE {column['status']} = %s AND {column['id']} IN (SELECT {column['id']} FROM picked) "
+            "RETURNING *"
         )
-        params: list[object] = [RUNNING, f"{batch}-"]
+        params: list[object] = [READY, *aliases, *queues, now, limit, RUNNING, f"{batch}-"]
         for alias in aliases:
             # Always set, heartbeat or not: an attempt that dies must not keep the task forever.
             params += [alias, now + by_alias[alias].heartbeat_timeout]
-        params += [now, now, worker_identity(), READY, READY, *aliases, *queues, now, limit]
+        params += [now, now, worker_identity(), READY]
         rows = sorted(
             self.model.objects.using(self.db).raw(sql, params),
             key=lambda row: (-row.priority, row.enqueued_at, row.pk),

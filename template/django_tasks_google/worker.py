@@ -89,6 +89,8 @@ class WorkerSettings:
         max_workers: int | None = None,
         poll_interval: float | None = None,
         batch_size: int | None = None,
+        recycle_after: int | None = None,
+        max_child_rss_mb: float | None = None,
     ) -> WorkerSettings:
         """Command-line values win; otherwise the most generous value among the served backends
         (the strictest for recycling children)."""
@@ -99,8 +101,8 @@ class WorkerSettings:
             batch_size=batch_size or max(b.batch_size for b in backends),
             shutdown_timeout=max(b.shutdown_timeout for b in backends),
             kill_grace=max(b.kill_grace for b in backends),
-            recycle_after=min(b.config.worker_recycle_after for b in backends),
-            max_child_rss_mb=min(rss_limits) if rss_limits else None,
+            recycle_after=recycle_after or min(b.config.worker_recycle_after for b in backends),
+            max_child_rss_mb=max_child_rss_mb or (min(rss_limits) if rss_limits else None),
         )
 
 

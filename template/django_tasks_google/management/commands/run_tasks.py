@@ -35,7 +35,10 @@ def positive_float(value: str) -> float:
 
 
 class Command(BaseCommand):
-    help = "Run tasks of the ProcessBackend aliases in TASKS, one process per task, until stopped."
+    help = (
+        "Run tasks of the ProcessBackend aliases in TASKS until stopped, in a pool of processes "
+        "that run one task at a time each."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -53,6 +56,18 @@ class Command(BaseCommand):
             "--poll-interval", type=positive_float, metavar="SECONDS", help="Seconds between polls."
         )
         parser.add_argument("--batch-size", type=positive_int, help="Tasks started per poll at most.")
+        parser.add_argument(
+            "--recycle-after",
+            type=positive_int,
+            metavar="N",
+            help="Replace a worker process after it ran N tasks (default: worker_recycle_after, 500).",
+        )
+        parser.add_argument(
+            "--max-child-rss-mb",
+            type=positive_float,
+            metavar="MB",
+            help="Replace a worker process whose memory grew past MB (default: worker_max_child_rss_mb).",
+        )
         parser.add_argument(
             "--once", action="store_true", help="Poll once, wait for the tasks started, exit."
         )
@@ -81,6 +96,8 @@ class Command(BaseCommand):
             max_workers=options["max_workers"],
             poll_interval=options["poll_interval"],
             batch_size=options["batch_size"],
+            recycle_after=options["recycle_after"],
+            max_child_rss_mb=options["max_child_rss_mb"],
         )
         try:
             upserted = upsert_declared_locally(backend.alias for backend in backends)
