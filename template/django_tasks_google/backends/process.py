@@ -1,4 +1,4 @@
-"""ProcessBackend: tasks run on this machine by `manage.py run_tasks`, one process per attempt.
+"""ProcessBackend: tasks run on this machine by `manage.py run_tasks`, in its pool of processes.
 
 Its `mode` mirrors a production backend's capabilities, so task code behaves the same locally:
 "cloud_tasks" accepts `run_after`; "cloud_run_jobs" supports forceful cancellation and enforces

@@ -35,6 +35,7 @@ def test_process_backend_defaults() -> None:
     assert backend.mode == "cloud_tasks"
     assert (backend.max_attempts, backend.max_workers, backend.batch_size) == (1, 4, 4)
     assert backend.poll_interval == 1.0
+    assert (backend.worker_recycle_after, backend.worker_max_child_rss_mb) == (500, 0)
     assert backend.supports_defer and not backend.supports_force_cancel
     assert backend.timeout_range == (timedelta(seconds=15), timedelta(minutes=30))
     assert backend.heartbeat_enabled
@@ -90,6 +91,9 @@ def test_missing_gcp_options_are_check_errors_not_import_errors() -> None:
         ({"mode": "cloud_functions"}, "ProcessBackend mode must be 'cloud_tasks' or 'cloud_run_jobs'"),
         ({"max_attempts": 0}, "max_attempts must be at least 1"),
         ({"max_workers": 2.5}, "max_workers must be a whole number"),
+        ({"worker_recycle_after": 0}, "worker_recycle_after must be at least 1"),
+        ({"worker_max_child_rss_mb": -1}, "worker_max_child_rss_mb must be at least 0"),
+        ({"worker_max_child_rss_mb": "1G"}, "worker_max_child_rss_mb must be a number"),
         ({"max_history_entries": 0}, "max_history_entries must be at least 1"),
         ({"queue_aliases": ["default"]}, "queue_aliases must map queue names"),
         ({"run_once": 1}, "run_once must be True or False"),

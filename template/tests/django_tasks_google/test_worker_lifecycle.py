@@ -58,7 +58,7 @@ def test_a_killed_worker_leaves_nothing_stuck(markers: Path, tmp_path: Path) -> 
     result = sample_tasks.sleeps_on_first_attempt.enqueue(str(markers))
     with worker("--backend", "test-tasks", log_dir=tmp_path, name="doomed") as doomed:
         task_pid = started(markers, doomed)
-        os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its fork server
+        os.killpg(doomed.pid, signal.SIGKILL)  # the worker (its idle processes exit with it)
         os.kill(task_pid, signal.SIGKILL)  # the task runs in a process group of its own
         doomed.wait()
     assert TaskExecution.objects.get(pk=int(result.id)).status == "RUNNING"
