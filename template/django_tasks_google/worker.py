@@ -4,10 +4,11 @@ It claims READY executions in batches (priority first, then oldest; `TaskExecuti
 and hands each to a long-lived child of its pool (worker_pool.py), which runs many attempts, one
 at a time. The claim is the executor's lease, so several workers (or a worker and a stray
 `execute_task`) never run one attempt twice. It claims again when a child is free and the last
-batch was full, when PostgreSQL notifies it of an enqueue (notify.py), and every poll interval;
-it supervises running attempts (forceful cancellation; timeouts where the backend
-`enforces_timeout`), recovers executions whose attempt died elsewhere and fires due schedules
-on their own cadence (`UPKEEP_INTERVAL`), not after every attempt.
+batch was full, when PostgreSQL notifies it of an enqueue (notify.py), and every poll interval.
+It supervises running attempts every poll interval, `UPKEEP_INTERVAL` apart at most (forceful
+cancellation; timeouts where the backend `enforces_timeout`), and recovers executions whose
+attempt died elsewhere and fires due schedules every `UPKEEP_INTERVAL`: none of it after every
+attempt.
 
 Isolation is per attempt: a cancel or a timeout SIGTERMs only the child running it (SIGKILL after
 `kill_grace_seconds`), and that child is replaced. A child that dies mid-attempt has its attempt
@@ -52,7 +53,7 @@ FORCE_CANCELLED = "force-cancelled"
 TIMED_OUT = "timed out"
 SHUTDOWN = "interrupted by the worker's shutdown"
 # Seconds between recoveries of abandoned leases and firings of due schedules, and at most between
-# two looks at the running attempts (cancellations, timeouts), whatever the poll interval.
+# two looks at the running attempts (cancellations, timeouts: every poll interval if shorter).
 UPKEEP_INTERVAL = 1.0
 
 
@@ -148,13 +149,16 @@ class Worker:
                 self.settings.max_workers,
                 ", woken by PostgreSQL notifications" if self.listener else "",
             )
-            next_poll = next_upkeep = time.monotonic()
+            next_poll = next_upkeep = next_look = time.monotonic()
             while not self.stop_signals:
                 now = time.monotonic()
                 try:
                     if now >= next_upkeep:
                         next_upkeep = now + UPKEEP_INTERVAL
                         self.upkeep(timezone.now())
+                    if now >= next_look:
+                        next_look = now + min(self.settings.poll_interval, UPKEEP_INTERVAL)
+                        self.supervise(timezone.now())
                     if now >= next_poll:
                         next_poll = now + self.settings.poll_interval
                         self.more = True
@@ -165,7 +169,8 @@ class Worker:
                     drop_broken_connections()
                 if once:
                     break
-                self.wait(min(next_poll, next_upkeep) - time.monotonic())
+                deadlines = [next_poll, next_upkeep, *([next_look] if self.running else [])]
+                self.wait(min(deadlines) - time.monotonic())
             self.drain(finish=once and not self.stop_signals)
         finally:
             self.pool.close()
@@ -177,12 +182,11 @@ class Worker:
         logger.info("Worker stopped")
 
     def upkeep(self, now: datetime) -> None:
-        """The work that does not follow each task: recovery, schedules, supervision."""
+        """The work that does not follow each task: recovery of abandoned leases, schedules."""
         if self.listener is not None and self.listener.closed:
             self.listen()
         self.recover_abandoned(now)
         self.fire_due_schedules(now)
-        self.supervise(now)
 
     def wait(self, seconds: float) -> None:
         """Until a child answers or exits, an enqueue is notified, a signal comes, or `seconds` pass."""

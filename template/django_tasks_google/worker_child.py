@@ -65,7 +65,7 @@ def serve(pipe: Connection) -> int:
 def drop_broken_connections() -> None:
     """Close a connection that failed during the attempt (the next one reconnects); keep the rest."""
     for connection in connections.all(initialized_only=True):
-        if connection.errors_occurred and not connection.is_usable():
+        if connection.connection is not None and connection.errors_occurred and not connection.is_usable():
             connection.close()
 
 

@@ -69,7 +69,11 @@ class Pool:
         """Import what every attempt needs before the first fork, so no child does it again."""
         # The `tasks` modules of the installed apps (where tasks usually live), and the SQL
         # compiler, which Django imports lazily at the first query.
-        autodiscover_modules("tasks")
+        try:
+            autodiscover_modules("tasks")
+        except Exception:
+            # A broken module fails the tasks it holds when they run, not the whole worker.
+            logger.warning("Could not import the apps' tasks modules ahead of the tasks", exc_info=True)
         import django.db.models.sql.compiler  # noqa: F401
 
         gc.collect()  # the garbage of the start-up, before the first fork freezes what is left
