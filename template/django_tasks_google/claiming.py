@@ -177,7 +177,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
 
     def _columns(self) -> dict[str, str]:
         q = connections[self.db].ops.quote_name
-        return {field.name: q(field.column) for field in self.model._meta.concrete_fields}
+        return {field.name: q(field.column) for field in self.model._meta.concrete_fields if field.column}
 
     # --- batch claim (the local worker) ------------------------------------------------------------
 
@@ -207,7 +207,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         def placeholders(values: Sequence[object]) -> str:
             return ", ".join(["%s"] * len(values))
 
-        # Each backend's lease length; the lease id is the batch's id and the row's (unique per attempt).
+        # Each backend's lease length.
         expires = " ".join("WHEN %s THEN %s" for _ in aliases)
         queue_filter = f"AND {column['queue_name']} IN ({placeholders(queues)}) " if queues else ""
         lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
@@ -227,6 +227,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             f"WHERE {column['status']} = %s AND {column['id']} IN (SELECT {column['id']} FROM picked) "
             "RETURNING *"
         )
+        # The lease id is f"{batch}-{id}" (unique per attempt), as `lease_id` below.
         params: list[object] = [READY, *aliases, *queues, now, limit, RUNNING, f"{batch}-"]
         for alias in aliases:
             # Always set, heartbeat or not: an attempt that dies must not keep the task forever.
@@ -239,13 +240,14 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         claimed = []
         for execution in rows:
             backend = by_alias[execution.backend_alias]
+            lease_id = f"{batch}-{execution.pk}"
             history = backend.max_history_entries
             if len(execution.worker_ids) > history:
                 # Rare (a long history): clip it by the policy's rule, under the lease just taken.
                 clipped = attempts.clip_history(execution.worker_ids, history)
-                self._held(execution.pk, execution.lease_worker_id).update(worker_ids=clipped)
+                self._held(execution.pk, lease_id).update(worker_ids=clipped)
                 execution.worker_ids = clipped
-            result = self._claimed(execution, backend, execution.lease_worker_id, None)
+            result = self._claimed(execution, backend, lease_id, None)
             if isinstance(result, Claimed):
                 claimed.append(result)
         return claimed
