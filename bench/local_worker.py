@@ -1,12 +1,12 @@
-"""Local worker throughput: the fork-server worker vs a fresh interpreter per task.
+"""Local worker throughput: the pool worker vs a fresh interpreter per task.
 
     uv run python bench/local_worker.py [--tasks 30] [--concurrency 2] [--project PATH]
 
 Drains the same number of no-op tasks (the service's sample `send_notification`) twice, with the
-same concurrency: once with `manage.py run_tasks` (Django set up once in a fork server, one fork
-per attempt) and once with one `manage.py execute_task <id>` process per task, which is what a
-spawn-per-task worker costs (a new interpreter and `django.setup()` for every attempt). Prints
-the throughput of both and their ratio; timing never fails anything.
+same concurrency: once with `manage.py run_tasks` (Django set up once, then a pool of forked
+processes that run many attempts each) and once with one `manage.py execute_task <id>` process
+per task, which is what a spawn-per-task worker costs (a new interpreter and `django.setup()` for
+every attempt). Prints the throughput of both and their ratio; timing never fails anything.
 """
 
 import argparse
@@ -34,7 +34,7 @@ def main() -> None:
             database_url=args.database_url,
         )
     rates = {name: args.tasks / times["last"] for name, times in elapsed.items()}
-    # After the first task: throughput once the start-up (interpreter, Django, fork server) is paid.
+    # After the first task: throughput once the start-up (interpreter, Django, the pool) is paid.
     steady = {name: (args.tasks - 1) / (times["last"] - times["first"]) for name, times in elapsed.items()}
     print(f"\n{args.tasks} no-op tasks, at most {args.concurrency} at once\n")
     print_table(
@@ -51,7 +51,7 @@ def main() -> None:
             ]
             for name, label in [
                 ("spawn", "execute_task process per task (baseline)"),
-                ("ours", "run_tasks fork-server worker"),
+                ("ours", "run_tasks pool worker"),
             ]
         ],
     )

@@ -1,6 +1,7 @@
 """Measured inside the rendered service (see ../local_worker.py): drain N no-op tasks two ways.
 
-* ours: `manage.py run_tasks`, the fork-server worker (Django set up once, one fork per attempt);
+* ours: `manage.py run_tasks`, the pool worker (Django set up once, forked processes that run many
+  attempts each);
 * spawn per task: one `manage.py execute_task <id>` process per task, the same executor in a
   fresh interpreter that runs `django.setup()` each time.
 
