@@ -180,13 +180,15 @@ def test_failed_delivery_inside_a_transaction_is_recorded_at_commit(enqueued_sig
     assert enqueued_signals == []
 
 
-# --- statements per enqueue (issue 17): one INSERT, nothing else ---------------------------------
+# --- statements per enqueue (issue 17): one INSERT (and on PostgreSQL the workers' NOTIFY) ----------
 
 
 def test_enqueue_on_the_process_backend_is_one_insert() -> None:
     with CaptureQueriesContext(connection) as queries:
         result = add.enqueue(1, 2)
-    assert [query["sql"].split()[0] for query in queries.captured_queries] == ["INSERT"]
+    # On PostgreSQL the committed row also wakes the listening workers (notify.py).
+    expected = ["INSERT", "NOTIFY"] if connection.vendor == "postgresql" else ["INSERT"]
+    assert [query["sql"].split()[0] for query in queries.captured_queries] == expected
     assert TaskExecution.objects.get(pk=result.id).max_attempts == 3
 
 
@@ -194,6 +196,19 @@ def test_enqueue_in_a_transaction_adds_only_the_insert() -> None:
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
         add.enqueue(1, 2)
     assert [query["sql"].split()[0] for query in queries.captured_queries] == ["INSERT"]
+
+
+def test_the_workers_notify_waits_for_the_commit() -> None:
+    """PostgreSQL: a rolled-back enqueue wakes no worker; other databases send nothing."""
+
+    def notifies() -> int:
+        return sum(query["sql"].startswith("NOTIFY") for query in queries.captured_queries)
+
+    with CaptureQueriesContext(connection) as queries:
+        with transaction.atomic():
+            add.enqueue(1, 2)
+            assert notifies() == 0
+        assert notifies() == (1 if connection.vendor == "postgresql" else 0)
 
 
 # --- results of the backend's own alias only -----------------------------------------------------
