@@ -177,6 +177,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
 
     def _columns(self) -> dict[str, str]:
         q = connections[self.db].ops.quote_name
+        # Every concrete field has a column (django-stubs types `column` as optional).
         return {field.name: q(field.column) for field in self.model._meta.concrete_fields if field.column}
 
     # --- batch claim (the local worker) ------------------------------------------------------------
