@@ -153,6 +153,8 @@ def subject_env(env: dict, subject: str, database_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "TASKS_TARGET": "local",
         "GRPC_VERBOSITY": "ERROR",
+        # The service refuses to start without a key unless DJANGO_DEBUG is on; a bench runs with DEBUG off.
+        "DJANGO_SECRET_KEY": "bench-only-" + "k" * 50,
     }
 
 
@@ -445,6 +447,7 @@ def print_report(
             database,
         )
         row(f"idle worker RSS, {db} (MB)", [("idle", "rss_mb")], database, 0)
+        row(f"idle worker PSS (shared pages split), {db} (MB)", [("idle", "pss_mb")], database, 0)
         row(f"idle worker processes, {db}", [("idle", "processes")], database, 0)
         row(f"e2e latency, idle worker, poll 0.1 s, {db} (ms)", [("idle", "latency_ms")], database, 0)
         if push:

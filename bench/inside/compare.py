@@ -155,10 +155,20 @@ def tree_cpu(workers: list[subprocess.Popen]) -> float:
     )
 
 
-def tree_rss_mb(workers: list[subprocess.Popen]) -> tuple[float, int]:
-    """(resident MB, number of processes) of the workers and their descendants."""
+def tree_memory_mb(workers: list[subprocess.Popen]) -> tuple[float, float, int]:
+    """(resident MB, proportional MB, number of processes) of the workers and their descendants.
+
+    RSS counts a page shared by a forked child and its parent once per process, so a worker that
+    forks from a warm parent looks twice its real size; PSS (/proc/PID/smaps_rollup) splits each
+    shared page between the processes sharing it, and sums to what the tree costs the machine.
+    """
     tree = process_tree([worker.pid for worker in workers])
-    return sum(int(fields[21]) for _, fields in tree) * PAGE / 2**20, len(tree)
+    rss = sum(int(fields[21]) for _, fields in tree) * PAGE / 2**20
+    pss_kb = 0
+    for pid, _ in tree:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            pss_kb += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+    return rss, pss_kb / 1024, len(tree)
 
 
 def measure_enqueue(subject: Subject, count: int) -> dict[str, float]:
@@ -233,7 +243,7 @@ def measure_idle(subject: Subject, probes: int, settle: float) -> dict[str, floa
                 sys.exit(f"{subject.name}: the idle worker ran nothing in 120 s")
             time.sleep(POLL)
         time.sleep(settle)
-        rss, processes = tree_rss_mb(workers)
+        rss, pss, processes = tree_memory_mb(workers)
         latencies = []
         for _ in range(probes):
             time.sleep(random.uniform(0.2, 0.4))  # arrivals not in step with the poll interval
@@ -249,7 +259,7 @@ def measure_idle(subject: Subject, probes: int, settle: float) -> dict[str, floa
             latencies.append((result.finished_at - enqueued).total_seconds() * 1000)
     finally:
         stop(workers)
-    return {"rss_mb": rss, "processes": processes, "latency_ms": statistics.median(latencies)}
+    return {"rss_mb": rss, "pss_mb": pss, "processes": processes, "latency_ms": statistics.median(latencies)}
 
 
 if __name__ == "__main__":
