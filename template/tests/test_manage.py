@@ -10,6 +10,8 @@ import pytest
 
 from tests.processes import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def refused_url() -> Iterator[str]:

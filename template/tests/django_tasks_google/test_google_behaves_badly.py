@@ -35,7 +35,11 @@ from tests.fakes.google_services import GoogleServicesFake
 from tests.fakes.oidc_issuer import OidcIssuer
 from tests.processes import WAIT_LIMIT, Gunicorn, cloud_run_service, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the service reads and writes committed rows
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # the service reads and writes committed rows
+    pytest.mark.slow,
+    pytest.mark.google_e2e,
+]
 
 LOCATION = f"projects/{DEPLOYMENT.project}/locations/{DEPLOYMENT.region}"
 QUEUE = f"{LOCATION}/queues/{DEPLOYMENT.service}-default"
