@@ -5,7 +5,7 @@ import pytest
 from django_tasks_google.models import TaskExecution
 from tests.processes import manage
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_demo_tasks_runs_the_samples_and_reports_them() -> None:

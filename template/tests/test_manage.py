@@ -10,8 +10,6 @@ import pytest
 
 from tests.processes import PROJECT_ROOT
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def refused_url() -> Iterator[str]:

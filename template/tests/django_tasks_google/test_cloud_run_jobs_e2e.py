@@ -40,7 +40,6 @@ from tests.processes import wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the container process reads committed rows
-    pytest.mark.slow,
     pytest.mark.google_e2e,
 ]
 

@@ -24,7 +24,7 @@ from tests.fakes.google_services import GoogleServicesFake, Push
 from tests.fakes.oidc_issuer import OidcIssuer
 from tests.processes import Deployment, Gunicorn, cloud_run_service, deployed_tasks
 
-pytestmark = [pytest.mark.slow, pytest.mark.google_e2e]
+pytestmark = pytest.mark.google_e2e
 
 DEPLOYMENT = Deployment(project="e2e-project", region="europe-west1", service="e2e-service")
 QUEUES = f"projects/{DEPLOYMENT.project}/locations/{DEPLOYMENT.region}/queues"

@@ -18,7 +18,7 @@ from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import sample_tasks
 from tests.processes import ManagedProcess, manage, manage_env, started, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def row(result_id: str) -> TaskExecution:

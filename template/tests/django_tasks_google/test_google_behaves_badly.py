@@ -37,7 +37,6 @@ from tests.processes import WAIT_LIMIT, Gunicorn, cloud_run_service, wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the service reads and writes committed rows
-    pytest.mark.slow,
     pytest.mark.google_e2e,
 ]
 

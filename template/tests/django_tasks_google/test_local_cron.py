@@ -26,7 +26,7 @@ from django_tasks_google.scheduling.local_cron import MAX_CATCH_UP_SLOTS, CatchU
 from tests.django_tasks_google import sample_tasks
 from tests.processes import manage
 
-pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+pytestmark = pytest.mark.django_db
 
 SERVED = ["test-tasks"]
 

@@ -17,7 +17,7 @@ from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import sample_tasks
 from tests.processes import finished, manage, started, worker
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
