@@ -4,8 +4,9 @@ A row keeps the attempt count, the time of the first and the last attempt, and t
 ``max_history_entries`` worker ids and errors (each a class path, a traceback and the time it was
 recorded). This module lines them up into one entry per attempt, newest last, and words an error as
 "Class: message" with the traceback kept for the page's collapsed section. An attempt between the
-first and the last shows when its error was recorded, i.e. when it ended; one whose error was not
-kept (or was stored before errors kept their time) shows as unknown rather than guessed.
+first and the last shows when its error was recorded ("ended": when it failed, or when its expired
+lease was found); one whose error was not kept (or was stored before errors kept their time) shows
+as unknown rather than guessed.
 """
 
 from __future__ import annotations
