@@ -56,6 +56,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The longest work first. pytest-xdist hands out xdist_group groups and single tests in collection
+# order (`--dist loadgroup --no-loadscope-reorder` in pyproject.toml), so what is collected last
+# also starts last: the PostgreSQL project's suite (the only one with the google_e2e tests), the
+# real-gcloud bootstrap (one long sequential chain of gcloud runs), the SQLite projects' suites,
+# then the other slow tests, then the fast ones.
+LONGEST_FIRST = ["postgres-all", "bootstrap-gcloud", *sorted(set(VARIANTS) - {"postgres-all"})]
+
+
+def _start_rank(item: pytest.Item) -> int:
+    groups = {str(arg) for marker in item.iter_markers("xdist_group") for arg in marker.args}
+    ranks = [LONGEST_FIRST.index(group) for group in groups if group in LONGEST_FIRST]
+    if ranks:
+        return min(ranks)
+    return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_start_rank)
+
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Template Tests",
     "GIT_AUTHOR_EMAIL": "tests@example.com",

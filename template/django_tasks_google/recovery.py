@@ -108,14 +108,13 @@ def _release_expired_leases(
             summary.counts["released"] += 1
             continue
         # READY if attempts remain, else FAILED; None if the holder renewed or finished meanwhile.
+        # The release logs its one line (transitions.py).
         status = release_abandoned(execution, lease_expired_error(execution))
         if status is None:
             summary.counts["skipped"] += 1
         elif status == TaskResultStatus.FAILED:
-            _log(execution, "lease expired with no attempts left: FAILED")
             summary.counts["failed"] += 1
         else:
-            _log(execution, f"lease expired: released, {status} again")
             summary.counts["released"] += 1
 
 

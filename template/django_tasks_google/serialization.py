@@ -9,10 +9,15 @@ went wrong), so they are cleaned instead.
 """
 
 import json
+from datetime import datetime
 from traceback import format_exception
 from typing import Any
 
+from django.utils import timezone
 from django.utils.json import normalize_json
+
+# The key of an error entry's time; Django's TaskError is built from the other two keys only.
+RECORDED_AT = "recorded_at"
 
 
 def json_round_trip(value: Any) -> Any:
@@ -50,9 +55,22 @@ def storable_text(text: str) -> str:
 
 
 def error_entry(exception: BaseException) -> dict[str, str]:
-    """The stored form of an error: what Django's TaskError needs, in text any database stores."""
+    """The stored form of an error: what Django's TaskError needs, in text any database stores, and
+    when it was recorded (the row keeps no other time for an attempt between its first and last)."""
     exception_type = type(exception)
     return {
         "exception_class_path": f"{exception_type.__module__}.{exception_type.__qualname__}",
         "traceback": storable_text("".join(format_exception(exception))),
+        RECORDED_AT: timezone.now().isoformat(),
     }
+
+
+def recorded_at(entry: dict[str, Any]) -> datetime | None:
+    """When an error entry was recorded; None for entries stored before entries kept their time."""
+    value = entry.get(RECORDED_AT)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

@@ -35,6 +35,7 @@ from .outcomes import AttemptOutcome, Claim, Outcome, answer
 from .serialization import error_entry, storable_text
 
 if TYPE_CHECKING:
+    from .backend_rules import BackendRules
     from .models import TaskExecution
     from .task import AnyTask
 
@@ -201,13 +202,16 @@ class ExecutionQuerySet(ClaimingQuerySet):
                 changes.update(attempts=max(execution.attempts - 1, 0), worker_ids=execution.worker_ids[:-1])
         if not self._set_as_read(execution, **changes):
             return None
+        # One line: which attempt of which execution, why it is released, and what happens next.
+        number = execution.attempts + (0 if count_attempt else 1)
         logger.warning(
-            "Task %s (%s) attempt %s abandoned (%s): %s",
+            "Task %s (%s, backend %r) attempt %s released without an outcome: %s; %s",
             execution.pk,
             execution.module_path,
-            execution.attempts + (0 if count_attempt else 1),
-            storable_text(str(error)),
-            changes["status"],
+            execution.backend_alias,
+            number,
+            storable_text(str(error)).rstrip("."),
+            _after_release(execution, backend, number, last=last, counted=count_attempt),
         )
         if last:
             send_finished(execution)
@@ -275,3 +279,17 @@ class ExecutionQuerySet(ClaimingQuerySet):
             # A heartbeat or a transition wrote the row meanwhile: look again.
             execution.refresh_from_db()
         return False
+
+
+def _after_release(
+    execution: TaskExecution, backend: BackendRules, number: int, *, last: bool, counted: bool
+) -> str:
+    """What follows a released attempt, as the end of its log line."""
+    limit = attempts.attempt_limit(execution, backend)
+    if last and backend.run_once:
+        return "FAILED: run_once allows no other attempt"
+    if last:
+        return f"FAILED: all {limit} attempts used"
+    if not counted:
+        return f"READY again: attempt {number} is given back (a shutdown, not a failure)"
+    return f"READY for attempt {number + 1}" + (f" of {limit}" if limit is not None else "")

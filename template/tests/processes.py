@@ -1,4 +1,5 @@
-"""Running `manage.py` subprocesses (the worker, execute_task, demo_tasks) against the test database.
+"""Running the project's processes against the test database: `manage.py` commands (the worker,
+execute_task, demo_tasks) and the service under gunicorn as Cloud Run runs it.
 
 Tests that use them need committed data (`transactional_db`): the subprocesses read and write the
 same database through their own connections.
@@ -7,20 +8,29 @@ same database through their own connections.
 from __future__ import annotations
 
 import os
+import runpy
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+from urllib.parse import quote, urlsplit
 
+import requests
 from django.conf import settings
 from django.db import connection
 
 from django_tasks_google.models import TaskExecution
+
+if TYPE_CHECKING:
+    from tests.fakes.google_services import GoogleServicesFake, Push
+    from tests.fakes.oidc_issuer import OidcIssuer
 
 PROJECT_ROOT = Path(settings.BASE_DIR)
 # Upper bound for anything a test waits for; reaching it means the test failed.
@@ -165,3 +175,140 @@ def pid_exists(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# --- the service as Cloud Run runs it ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The project deployed on Google Cloud as cloudbuild.yaml configures it, with two differences:
+    its Google API endpoint is the test's fake (or emulator) and its OIDC certificates come from the
+    test issuer. `settings_module` may name settings derived from `config.settings` (the chaos
+    suite's shorter leases)."""
+
+    project: str
+    region: str
+    service: str
+    settings_module: str = "config.settings"
+
+    @property
+    def url(self) -> str:
+        """The service's URL, shaped like the ones Cloud Run assigns."""
+        return f"https://{self.service}-123456789.{self.region}.run.app"
+
+    def env(self, google_fake: GoogleServicesFake, oidc_issuer: OidcIssuer) -> dict[str, str]:
+        """What the service and its jobs share: this process's environment, the variables the
+        deployment sets, the two that select the fakes, and the test database."""
+        return {
+            **os.environ,
+            "TASKS_TARGET": "google",
+            "DJANGO_DEBUG": "false",
+            "DJANGO_SECRET_KEY": f"{self.service}-secret-key-" * 3,  # strong enough for the Cloud Run check
+            "TASKS_PUSH_SECRET": f"{self.service}-push-secret-" * 3,  # from Secret Manager when deployed
+            "GCP_PROJECT_ID": self.project,
+            "GCP_REGION": self.region,
+            "SERVICE_NAME": self.service,
+            "CLOUDRUN_SERVICE_URLS": self.url,
+            "TASKS_GOOGLE_API_ENDPOINT": google_fake.endpoint,
+            "TASKS_OIDC_CERTS_URL": oidc_issuer.certs_url,
+            "DJANGO_SETTINGS_MODULE": self.settings_module,
+            "DATABASE_URL": database_url(),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+
+def deployed_tasks(env: dict[str, str]) -> dict[str, Any]:
+    """TASKS as `config/settings.py` builds it from `env` (to enqueue exactly as the service would)."""
+    with mock.patch.dict(os.environ, env):
+        tasks: dict[str, Any] = runpy.run_path(str(PROJECT_ROOT / "config" / "settings.py"))["TASKS"]
+    return tasks
+
+
+class Gunicorn:
+    """`gunicorn config.wsgi:application` (with the project's gunicorn.conf.py, one worker process) in
+    the environment Cloud Run gives a service's container: `env` (see `Deployment.env`), plus PORT,
+    K_SERVICE, K_REVISION and K_CONFIGURATION
+    (https://docs.cloud.google.com/run/docs/container-contract#services-env-vars)."""
+
+    def __init__(self, env: dict[str, str], log: Path, *, threads: int = 2) -> None:
+        self.port = free_port()
+        self.log_path = log
+        self._log = log.open("w")
+        service = env["SERVICE_NAME"]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application"],
+            cwd=PROJECT_ROOT,
+            env={
+                **env,
+                "PORT": str(self.port),
+                "K_SERVICE": service,
+                "K_REVISION": f"{service}-00001-abc",
+                "K_CONFIGURATION": service,
+                "WEB_CONCURRENCY": "1",
+                "GUNICORN_THREADS": str(threads),
+            },
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def wait_until_ready(self) -> None:
+        def healthy() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                return requests.get(f"{self.url}/healthz", timeout=5).status_code == 200
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
+                return False
+
+        # Django's start alone is slow on a loaded machine.
+        wait_for(healthy, timeout=3 * WAIT_LIMIT, message="gunicorn to answer /healthz")
+
+    def deliver(self, push: Push) -> requests.Response:
+        """Send a push as Cloud Run's front end forwards it: to the container, TLS already ended."""
+        url = urlsplit(push.url)
+        headers = {**push.headers, "Host": url.netloc, "X-Forwarded-Proto": url.scheme}
+        return requests.request(
+            push.method,
+            f"{self.url}{push.path}",
+            data=push.body,
+            headers=headers,
+            timeout=WAIT_LIMIT,
+            allow_redirects=False,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
+            try:
+                self.process.wait(WAIT_LIMIT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@contextmanager
+def cloud_run_service(env: dict[str, str], log: Path, *, threads: int = 2) -> Iterator[Gunicorn]:
+    """The service answering /healthz for the duration of the block (stopped afterwards)."""
+    server = Gunicorn(env, log, threads=threads)
+    try:
+        server.wait_until_ready()
+        yield server
+    finally:
+        server.stop()

@@ -29,15 +29,9 @@ from config.cloud_logging import (
 from django_tasks_google.log_context import attempt_labels, task_attempt
 from tests import logging_tasks
 from tests.django_tasks_google.cloud_tasks_setup import enqueue
-from tests.django_tasks_google.test_cloud_tasks_e2e import (
-    PROJECT,
-    REGION,
-    Gunicorn,
-    production_env,
-    production_tasks,
-)
 from tests.fakes.google_services import GoogleServicesFake, Push
 from tests.fakes.oidc_issuer import OidcIssuer
+from tests.processes import Deployment, Gunicorn, cloud_run_service, deployed_tasks
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
@@ -126,42 +120,40 @@ def test_record_inside_a_request_and_an_attempt() -> None:
 # --- end to end: gunicorn on "Cloud Run" ------------------------------------------------------------
 
 
+DEPLOYMENT = Deployment(project="logging-project", region="europe-west1", service="logging-service")
+
+
 @pytest.fixture(scope="module")
-def cloud_run_env(google_fake: GoogleServicesFake, oidc_issuer: OidcIssuer) -> dict[str, str]:
-    # K_SERVICE is what makes it Cloud Run; K_REVISION and K_CONFIGURATION come with it.
-    return {
-        **production_env(google_fake, oidc_issuer),
-        "K_SERVICE": "e2e-service",
-        "K_REVISION": "e2e-service-00001-abc",
-        "K_CONFIGURATION": "e2e-service",
-    }
+def cloud_run_env(
+    django_db_setup: None, google_fake: GoogleServicesFake, oidc_issuer: OidcIssuer
+) -> dict[str, str]:
+    # After the test database is set up: the environment names it.
+    return DEPLOYMENT.env(google_fake, oidc_issuer)
 
 
 @pytest.fixture(scope="module")
 def cloud_run_gunicorn(
     django_db_setup: None, cloud_run_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gunicorn]:
-    server = Gunicorn(cloud_run_env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
-    try:
-        server.wait_until_ready()
+    # Cloud Run's K_SERVICE is what makes the service log JSON.
+    with cloud_run_service(cloud_run_env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def deliver_failing_task(
     settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
     google_fake: GoogleServicesFake,
     env: dict[str, str],
     server: Gunicorn,
 ) -> list[dict[str, Any]]:
     """Push `logs_and_fails` once, with Cloud Run's trace headers; the entries gunicorn wrote."""
-    tasks = production_tasks(env, monkeypatch)
+    tasks = deployed_tasks(env)
     if tasks["default"]["BACKEND"] != "django_tasks_google.backends.CloudTasksBackend":
         pytest.skip("this project's default alias runs on Cloud Run Jobs")
     queue_id = tasks["default"]["OPTIONS"]["queue_aliases"]["default"]
-    google_fake.add_queue(f"projects/{PROJECT}/locations/{REGION}/queues/{queue_id}", max_attempts=3)
+    google_fake.add_queue(
+        f"projects/{DEPLOYMENT.project}/locations/{DEPLOYMENT.region}/queues/{queue_id}", max_attempts=3
+    )
     settings.TASKS = tasks
     _, execution = enqueue(logging_tasks.logs_and_fails, "twelve")
     push = google_fake.task_push(execution.cloud_task_name)
@@ -194,20 +186,19 @@ def json_entries(output: str) -> list[dict[str, Any]]:
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_task_logs_one_json_entry_per_record(
     settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
     google_fake: GoogleServicesFake,
     cloud_run_env: dict[str, str],
     cloud_run_gunicorn: Gunicorn,
 ) -> None:
     boot = json_entries(cloud_run_gunicorn.output())
-    entries = deliver_failing_task(settings, monkeypatch, google_fake, cloud_run_env, cloud_run_gunicorn)
+    entries = deliver_failing_task(settings, google_fake, cloud_run_env, cloud_run_gunicorn)
 
     assert any(entry["logger"] == "gunicorn.error" for entry in boot)  # gunicorn's own records too
     assert entries, "the request logged nothing"
     assert all(isinstance(entry.get("severity"), str) and "message" in entry for entry in entries)
     [error] = [entry for entry in entries if entry["message"] == "Order 'twelve' could not be parsed"]
     assert error["severity"] == "ERROR"
-    assert error[TRACE_FIELD] == f"projects/{PROJECT}/traces/{TRACE_ID}"
+    assert error[TRACE_FIELD] == f"projects/{DEPLOYMENT.project}/traces/{TRACE_ID}"
     assert (error[SPAN_FIELD], error[SAMPLED_FIELD]) == (SPAN_ID, True)
     stack = error["stack_trace"]
     assert stack.startswith("Traceback (most recent call last):")
@@ -223,12 +214,11 @@ def test_a_failing_task_logs_one_json_entry_per_record(
 @pytest.mark.django_db(transaction=True)
 def test_a_task_attempt_labels_its_records(
     settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
     google_fake: GoogleServicesFake,
     cloud_run_env: dict[str, str],
     cloud_run_gunicorn: Gunicorn,
 ) -> None:
-    entries = deliver_failing_task(settings, monkeypatch, google_fake, cloud_run_env, cloud_run_gunicorn)
+    entries = deliver_failing_task(settings, google_fake, cloud_run_env, cloud_run_gunicorn)
     [error] = [entry for entry in entries if entry["message"] == "Order 'twelve' could not be parsed"]
     assert error[LABELS_FIELD]["task_path"] == "tests.logging_tasks.logs_and_fails"
     assert error[LABELS_FIELD]["task_attempt"] == "1"

@@ -71,6 +71,22 @@ CASES = {param.id: param.values[0] for param in matrix()}
 Rendered = tuple[Path, dict[str, Any]]
 
 
+# The one case test_bootstrap_gcloud.py runs through the real gcloud: PostgreSQL with every backend,
+# whose bootstrap runs every command any case's bootstrap runs (test_bootstrap.py checks it).
+GCLOUD_CASE = next(
+    key for key in CASES if key.startswith("postgres-cloud_tasks+cloud_run_jobs+cloud_scheduler-py")
+)
+
+# Words of a gcloud call that name this project's resources, accounts or APIs.
+_RESOURCE_WORD = re.compile(r"acme|@|googleapis\.com|^gs://")
+
+
+def command_shape(call: list[str]) -> tuple[str, ...]:
+    """A gcloud call without the names of what it acts on: its command words, then its flag names."""
+    words = [word for word in call if not word.startswith("-") and not _RESOURCE_WORD.search(word)]
+    return (*words, *sorted(flags(call)))
+
+
 def dockerfile_stages(text: str) -> list[list[tuple[str, str]]]:
     """The Dockerfile's instructions as (KEYWORD, rest) per stage, continuation lines joined."""
     logical: list[str] = []

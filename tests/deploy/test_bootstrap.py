@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ from .bootstrap_iam import BROAD_ROLES, expected_grants, grant_of_command
 from .support import (
     BOOTSTRAP_ALWAYS,
     BOOTSTRAP_FEATURES,
+    GCLOUD_CASE,
     PROJECT_ID,
     RUNTIME_SA,
     SERVICE,
     Bootstrap,
     Rendered,
+    command_shape,
     features,
     flags,
     gcloud_steps,
@@ -119,6 +122,28 @@ def test_bootstrap_rerun_creates_nothing(rendered: Rendered, bootstrap: Bootstra
             assert any(command.startswith(f"scheduler jobs update http {job} ") for command in commands)
     if "cloud_scheduler" in features(answers):
         assert any(command.startswith("iam roles update acme_orders_schedules ") for command in commands)
+
+
+@pytest.fixture(scope="module")
+def real_gcloud_shapes(
+    render_case: Callable[[str], Rendered], tmp_path_factory: pytest.TempPathFactory
+) -> set[tuple[str, ...]]:
+    """The command shapes of GCLOUD_CASE's first run and re-run (what test_bootstrap_gcloud.py runs)."""
+    bootstrap = Bootstrap(render_case(GCLOUD_CASE)[0], tmp_path_factory.mktemp("real-gcloud-case"))
+    bootstrap()
+    bootstrap(existing="all")
+    return {command_shape(call) for call in bootstrap.calls()}
+
+
+def test_the_real_gcloud_case_runs_every_command_of_this_case(
+    bootstrap: Bootstrap, real_gcloud_shapes: set[tuple[str, ...]]
+) -> None:
+    """test_bootstrap_gcloud.py runs one case through the real gcloud; no other case's bootstrap may
+    run a command (command and flag names) that this one does not, on a first run or a re-run."""
+    bootstrap()
+    bootstrap(existing="all")
+    shapes = {command_shape(call) for call in bootstrap.calls()}
+    assert shapes - real_gcloud_shapes == set()
 
 
 def test_bootstrap_creates_what_cloudbuild_uses(rendered: Rendered, bootstrap: Bootstrap) -> None:

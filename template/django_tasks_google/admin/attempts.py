@@ -1,10 +1,12 @@
 """An execution's attempts and errors as an operator reads them.
 
 A row keeps the attempt count, the time of the first and the last attempt, and the last
-``max_history_entries`` worker ids and errors (each a class path and a traceback). This module lines
-them up into one entry per attempt, newest last, and words an error as "Class: message" with the
-traceback kept for the page's collapsed section. Times of attempts between the first and the last
-are not stored, so they show as unknown rather than guessed.
+``max_history_entries`` worker ids and errors (each a class path, a traceback and the time it was
+recorded). This module lines them up into one entry per attempt, newest last, and words an error as
+"Class: message" with the traceback kept for the page's collapsed section. An attempt between the
+first and the last shows when its error was recorded ("ended": when it failed, or when its expired
+lease was found); one whose error was not kept (or was stored before errors kept their time) shows
+as unknown rather than guessed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from ..models import TaskExecution
+from ..serialization import recorded_at
 from .times import local_time
 
 
@@ -43,6 +46,7 @@ def error_summary(entry: dict[str, Any], limit: int = 90) -> str:
 class Attempt:
     number: int
     started_at: datetime | None
+    ended_at: datetime | None  # when its error was recorded
     worker_id: str
     outcome: str
     error: dict[str, Any] | None
@@ -84,7 +88,8 @@ def attempts_of(execution: TaskExecution) -> list[Attempt]:
             if number == count
             else (execution.started_at if number == 1 else None)
         )
-        attempts.append(Attempt(number, started, str(worker), outcome, error))
+        ended = recorded_at(error) if error is not None else None
+        attempts.append(Attempt(number, started, ended, str(worker), outcome, error))
     return attempts
 
 
@@ -100,7 +105,7 @@ def render_timeline(execution: TaskExecution) -> SafeString | str:
             (
                 "failed" if attempt.outcome.startswith("Failed") else attempt.outcome.lower(),
                 attempt.number,
-                local_time(attempt.started_at) if attempt.started_at else "time not recorded",
+                _when(attempt),
                 attempt.worker_id or "-",
                 attempt.outcome,
                 _render_error(attempt.error),
@@ -109,6 +114,15 @@ def render_timeline(execution: TaskExecution) -> SafeString | str:
         ),
     )
     return format_html('<ol class="dtg-timeline">{}</ol>', rows)
+
+
+def _when(attempt: Attempt) -> str:
+    """When it started, else when it ended (an attempt between the first and the last)."""
+    if attempt.started_at is not None:
+        return local_time(attempt.started_at)
+    if attempt.ended_at is not None:
+        return f"ended {local_time(attempt.ended_at)}"
+    return "time not recorded"
 
 
 def _render_error(error: dict[str, Any] | None) -> SafeString | str:

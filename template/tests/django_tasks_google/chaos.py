@@ -1,10 +1,10 @@
 """The "Google behaves badly" harness: the service under gunicorn, the emulator, and the invariants.
 
 The service runs production settings (``chaos_settings``: ``config.settings`` with short leases)
-under real gunicorn, configured only by the environment a Cloud Run deployment sets, plus the
-emulator's API endpoint and the test OIDC issuer's certificates URL. The emulator's front end
-routes the service URL to it. Job containers and ``manage.py recover_tasks`` run with the same
-environment, against the test database.
+under real gunicorn as Cloud Run runs it, configured only by the environment a deployment sets,
+plus the emulator's API endpoint and the test OIDC issuer's certificates URL (``DEPLOYMENT``,
+tests/processes.py). The emulator's front end routes the service URL to it. Job containers and
+``manage.py recover_tasks`` run with the same deployment environment, against the test database.
 
 ``Scenario.finish`` lets the platform settle, runs recovery passes until every execution is
 terminal (or three passes did not help), then checks the invariants and records the scenario's
@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import runpy
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 from django.core.cache import caches
 from django.db import connection, transaction
 from django.tasks import TaskResult
@@ -43,103 +39,24 @@ from tests.django_tasks_google.chaos_settings import FAST_LEASES, LEASE_SECONDS
 from tests.django_tasks_google.cloud_run_job import container_argv, read_image
 from tests.fakes.emulator.google import GoogleEmulator
 from tests.fakes.emulator.report import ScenarioRow, record
-from tests.fakes.google_services import GoogleServicesFake, JobContainer
-from tests.fakes.oidc_issuer import OidcIssuer
-from tests.processes import PROJECT_ROOT, WAIT_LIMIT, database_url, wait_for
+from tests.fakes.google_services import JobContainer
+from tests.processes import PROJECT_ROOT, WAIT_LIMIT, Deployment, deployed_tasks, wait_for
 
-SERVICE_URL = "https://chaos-service-123456789.europe-west1.run.app"
-PROJECT = "chaos-project"
-REGION = "europe-west1"
-SERVICE = "chaos-service"
-SETTINGS = "tests.django_tasks_google.chaos_settings"
+DEPLOYMENT = Deployment(
+    project="chaos-project",
+    region="europe-west1",
+    service="chaos-service",
+    settings_module="tests.django_tasks_google.chaos_settings",
+)
 TERMINAL = {"SUCCESSFUL", "FAILED"}
-
-
-def service_env(fake: GoogleServicesFake, issuer: OidcIssuer) -> dict[str, str]:
-    """What the deployment sets (cloudbuild.yaml), the fakes' two variables, and the settings."""
-    return {
-        **os.environ,
-        "TASKS_TARGET": "google",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "chaos-test-secret-key-" * 3,  # strong enough for the Cloud Run check
-        "GCP_PROJECT_ID": PROJECT,
-        "GCP_REGION": REGION,
-        "SERVICE_NAME": SERVICE,
-        "CLOUDRUN_SERVICE_URLS": SERVICE_URL,
-        "TASKS_GOOGLE_API_ENDPOINT": fake.endpoint,
-        "TASKS_OIDC_CERTS_URL": issuer.certs_url,
-        # The deploy passes the push-MAC key from Secret Manager (older apps ignore it).
-        "TASKS_PUSH_SECRET": "chaos-push-secret-chaos-push-secret-chaos-push-secret",
-        "DJANGO_SETTINGS_MODULE": SETTINGS,
-        "DATABASE_URL": database_url(),
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 def service_tasks(env: dict[str, str]) -> dict[str, Any]:
     """TASKS as the service builds it from ``env`` (for enqueueing exactly as it is configured)."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        tasks: dict[str, Any] = runpy.run_path(str(PROJECT_ROOT / "config" / "settings.py"))["TASKS"]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    tasks = deployed_tasks(env)
     for entry in tasks.values():
         entry["OPTIONS"].update(FAST_LEASES)
     return tasks
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gunicorn:
-    """``gunicorn config.wsgi:application`` with the project's gunicorn.conf.py, one worker."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.log_path = log
-        self._log = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi:application"],
-            cwd=PROJECT_ROOT,
-            env={**env, "PORT": str(self.port), "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4"},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def wait_until_ready(self) -> None:
-        def healthy() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                return requests.get(f"{self.url}/healthz", timeout=5).status_code == 200
-            except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
-                return False
-
-        wait_for(healthy, timeout=3 * WAIT_LIMIT, message="gunicorn to answer /healthz")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
-            try:
-                self.process.wait(WAIT_LIMIT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
 
 
 def container_launcher(env: dict[str, str]) -> Any:

@@ -87,6 +87,17 @@ class Console:
 
         return self.driver.find_element(By.XPATH, f"//button[normalize-space()='{label}']")
 
+    def submit(self, element: Any) -> None:
+        """Click a button that posts a form, and wait until the browser left the page. Selenium's
+        click can return before the server has answered, while the old page is still shown and the
+        request's writes may not be committed yet: reading either at once is a race."""
+        from selenium.webdriver.support.expected_conditions import staleness_of
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        page = self.css("html")
+        element.click()
+        WebDriverWait(self.driver, 30).until(staleness_of(page))
+
     def text(self) -> str:
         return str(self.css("body").text)
 
@@ -160,7 +171,7 @@ def test_an_operator_works_through_the_console(browser: Any, live_server: Any, s
     console.screenshot("login")
     console.css("#id_username").send_keys("operator")
     console.css("#id_password").send_keys("operator-password")
-    console.css("input[type=submit]").click()
+    console.submit(console.css("input[type=submit]"))
     assert "Site administration" in console.text()
 
     # The list: a badge per state, and every column inside 1,400 px.
@@ -187,7 +198,7 @@ def test_an_operator_works_through_the_console(browser: Any, live_server: Any, s
     assert "ValueError: the payment service answered 503" in console.text()
     assert not console.css(".dtg-timeline details pre").is_displayed()
     console.screenshot("failed-execution")
-    console.button("Retry").click()
+    console.submit(console.button("Retry"))
     copy = TaskExecution.objects.get(retry_of=rows["failed"])
     assert f"Re-enqueued 1 execution(s): {rows['failed'].pk} → {copy.pk}" in console.text()
     assert f"Retried as #{copy.pk}" in console.text()
@@ -203,7 +214,7 @@ def test_an_operator_works_through_the_console(browser: Any, live_server: Any, s
     console.open(reverse("admin:django_tasks_google_taskexecution_change", args=[rows["running"].pk]))
     assert not console.all("a.deletelink")
     console.screenshot("running-execution")
-    console.button("Cancel").click()
+    console.submit(console.button("Cancel"))
     assert console.css(".dtg-badge").text == "Cancelled"
     assert TaskExecution.objects.get(pk=rows["running"].pk).cancelled_at is not None
     console.screenshot("running-execution-cancelled")
@@ -214,7 +225,7 @@ def test_an_operator_works_through_the_console(browser: Any, live_server: Any, s
     schedule = console.css("#id_schedule")
     schedule.clear()
     schedule.send_keys("30 4 * * *")
-    console.css("input[name=_save]").click()
+    console.submit(console.css("input[name=_save]"))
     assert "was changed successfully" in console.text()
     assert ScheduledTask.objects.get(pk=nightly.pk).schedule == "30 4 * * *"
     console.screenshot("schedules")

@@ -15,9 +15,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from django_tasks_google.admin.times import local_time
 from django_tasks_google.execution_states import ExecutionState, with_state
+from django_tasks_google.executor import run_execution
 from django_tasks_google.models import ScheduledTaskFiring, TaskExecution
 from django_tasks_google.scheduler import schedule_task
+from django_tasks_google.serialization import recorded_at
 from tests.django_tasks_google import sample_tasks
 
 pytestmark = pytest.mark.django_db
@@ -113,6 +116,37 @@ def test_the_page_of_a_failed_execution(admin_client: Client) -> None:
     assert ">Retry</button>" in html
     assert ">Cancel</button>" not in html
     assert "/delete/" in html  # a finished record may go
+
+
+@pytest.mark.django_db(transaction=True)  # the executor's heartbeat thread has its own connection
+def test_every_attempt_of_a_run_execution_shows_its_time(admin_client: Client) -> None:
+    result = sample_tasks.fails.enqueue("third time unlucky")
+    for _ in range(3):  # test-tasks allows 3 attempts
+        run_execution(result.id, backend_alias=None)
+    failed = TaskExecution.objects.get(pk=result.id)
+    assert failed.status == "FAILED" and len(failed.errors) == 3
+
+    html = admin_client.get(page_url(failed)).content.decode()
+
+    assert html.count('<li class="dtg-attempt ') == 3
+    assert "time not recorded" not in html
+    assert html.count(" · ended ") == 1  # attempt 2: neither the first nor the last start
+    ended = recorded_at(failed.errors[1])
+    assert ended is not None and f" · ended {local_time(ended)} · " in html
+
+
+def test_errors_stored_without_their_time_still_render(admin_client: Client) -> None:
+    failed = enqueued(
+        status="FAILED",
+        attempts=3,
+        started_at=timezone.now(),
+        last_attempted_at=timezone.now(),
+        errors=[ERROR, ERROR, ERROR],
+        finished_at=timezone.now(),
+    )
+    html = admin_client.get(page_url(failed)).content.decode()
+    assert html.count('<li class="dtg-attempt ') == 3
+    assert html.count("time not recorded") == 1  # attempt 2 of an older row
 
 
 def test_a_running_execution_offers_cancel_but_never_delete(admin_client: Client) -> None:

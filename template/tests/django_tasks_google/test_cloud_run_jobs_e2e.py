@@ -38,7 +38,10 @@ from tests.django_tasks_google.cloud_run_job import (
 from tests.fakes.google_services import GoogleServicesFake, JobContainer
 from tests.processes import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the container process reads committed rows
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # the container process reads committed rows
+    pytest.mark.google_e2e,
+]
 
 
 @pytest.fixture

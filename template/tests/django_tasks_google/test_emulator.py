@@ -30,6 +30,8 @@ from tests.fakes.google_services import GoogleServicesFake, JobContainer
 from tests.fakes.oidc_issuer import OidcIssuer
 from tests.processes import wait_for
 
+pytestmark = pytest.mark.google_e2e
+
 QUEUE = "projects/p/locations/europe-west1/queues/q"
 ORIGIN = "https://service-xyz.a.run.app"
 ACCOUNT = "invoker@p.iam.gserviceaccount.com"

@@ -24,26 +24,25 @@ from django.db import connection
 
 from tests.django_tasks_google import chaos_tasks
 from tests.django_tasks_google.chaos import (
-    PROJECT,
-    REGION,
-    SERVICE,
-    SERVICE_URL,
-    Gunicorn,
+    DEPLOYMENT,
     Scenario,
     container_launcher,
     prepare,
-    service_env,
     terminate_service_connections,
 )
 from tests.fakes.emulator.google import GoogleEmulator
 from tests.fakes.google_services import GoogleServicesFake
 from tests.fakes.oidc_issuer import OidcIssuer
-from tests.processes import WAIT_LIMIT, wait_for
+from tests.processes import WAIT_LIMIT, Gunicorn, cloud_run_service, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the service reads and writes committed rows
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # the service reads and writes committed rows
+    pytest.mark.google_e2e,
+]
 
-QUEUE = f"projects/{PROJECT}/locations/{REGION}/queues/{SERVICE}-default"
-JOB = f"projects/{PROJECT}/locations/{REGION}/jobs/{SERVICE}-tasks"
+LOCATION = f"projects/{DEPLOYMENT.project}/locations/{DEPLOYMENT.region}"
+QUEUE = f"{LOCATION}/queues/{DEPLOYMENT.service}-default"
+JOB = f"{LOCATION}/jobs/{DEPLOYMENT.service}-tasks"
 
 
 def postgresql_only() -> None:
@@ -53,19 +52,16 @@ def postgresql_only() -> None:
 
 @pytest.fixture(scope="module")
 def env(django_db_setup: None, google_fake: GoogleServicesFake, oidc_issuer: OidcIssuer) -> dict[str, str]:
-    return service_env(google_fake, oidc_issuer)
+    return DEPLOYMENT.env(google_fake, oidc_issuer)
 
 
 @pytest.fixture(scope="module")
 def gunicorn(
     django_db_setup: None, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gunicorn]:
-    server = Gunicorn(env, tmp_path_factory.mktemp("chaos-gunicorn") / "gunicorn.log")
-    try:
-        server.wait_until_ready()
+    log = tmp_path_factory.mktemp("chaos-gunicorn") / "gunicorn.log"
+    with cloud_run_service(env, log, threads=4) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -81,7 +77,7 @@ def scenario(
     tasks = prepare(settings, env)
     if tasks["default"]["BACKEND"] != "django_tasks_google.backends.CloudTasksBackend":
         pytest.skip("this project's default alias runs on Cloud Run Jobs")
-    google_emulator.front_end.route(SERVICE_URL, gunicorn.url)
+    google_emulator.front_end.route(DEPLOYMENT.url, gunicorn.url)
     return Scenario(request.node.name.removeprefix("test_"), google_emulator, env, tmp_path)
 
 
@@ -254,7 +250,7 @@ def job_scenario(
     tasks = prepare(settings, env)
     if tasks.get("jobs", {}).get("BACKEND") != "django_tasks_google.backends.CloudRunJobsBackend":
         pytest.skip("this project has no Cloud Run Jobs alias")
-    google_emulator.front_end.route(SERVICE_URL, gunicorn.url)
+    google_emulator.front_end.route(DEPLOYMENT.url, gunicorn.url)
     google_emulator.run_jobs(container_launcher(env), grace_seconds=2)
     return Scenario(request.node.name.removeprefix("test_"), google_emulator, env, tmp_path)
 

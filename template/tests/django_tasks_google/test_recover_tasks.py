@@ -7,6 +7,7 @@ row never dispatched; and what must be left alone: a delivery still pending, a d
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -99,6 +100,34 @@ def test_expired_lease_after_the_last_retry_is_released_and_redispatched(
     assert row.cloud_task_name not in {None, first_name}
     assert list(google_fake.tasks) == [row.cloud_task_name]
     assert "1 released, 1 redispatched, 0 failed" in output
+
+
+@pytest.mark.django_db
+def test_a_released_lease_is_logged_in_one_line(
+    cloud_tasks: CloudTasksBackend,
+    google_fake: GoogleServicesFake,
+    django_capture_on_commit_callbacks: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, execution = enqueue_captured(django_capture_on_commit_callbacks, push_tasks.add, 1, 2)
+    give_up(google_fake, execution.cloud_task_name)
+    execution = age(
+        execution,
+        status=TaskResultStatus.RUNNING,
+        attempts=2,
+        lease_worker_id="dead-worker",
+        lease_expires_at=timezone.now() - LONG_AGO,
+    )
+
+    with caplog.at_level(logging.INFO, logger="django_tasks_google"):
+        recover_tasks()
+
+    lines = [record.getMessage() for record in caplog.records]
+    released, redispatched = [line for line in lines if line.startswith(f"Task {execution.pk} ")]
+    assert released.startswith(f"Task {execution.pk} ({ADD}, backend 'default') attempt 2 released")
+    assert "stopped renewing its lease" in released  # why
+    assert released.endswith("; READY for attempt 3 of 3")  # what next
+    assert "re-dispatched" in redispatched
 
 
 @pytest.mark.django_db
