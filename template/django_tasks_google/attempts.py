@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import PermanentTaskError
+from .serialization import error_entry
 
 if TYPE_CHECKING:
     from .backend_rules import BackendRules
@@ -72,3 +73,8 @@ def is_last_abandoned(execution: TaskExecution, backend: BackendRules, *, counte
 def clip_history(entries: list[Any], limit: int) -> list[Any]:
     """The last `limit` entries: `errors` and `worker_ids` are capped, `attempts` keeps the count."""
     return entries[-limit:] if len(entries) > limit else entries
+
+
+def with_error(errors: list[dict[str, str]], error: BaseException, limit: int) -> list[dict[str, str]]:
+    """The error history with `error` recorded last, clipped by the same rule."""
+    return clip_history([*errors, error_entry(error)], limit)

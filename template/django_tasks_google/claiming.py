@@ -288,9 +288,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
                 "finished_at": timezone.now(),
                 "attempts": execution.attempts - 1,
                 "worker_ids": execution.worker_ids[:-1],
-                "errors": attempts.clip_history(
-                    [*execution.errors, error_entry(refusal)], backend.max_history_entries
-                ),
+                "errors": attempts.with_error(execution.errors, refusal, backend.max_history_entries),
                 "lease_worker_id": None,
                 "lease_expires_at": None,
             }
@@ -376,7 +374,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             execution,
             status=FAILED,
             finished_at=timezone.now(),
-            errors=attempts.clip_history([*errors, error_entry(error)], history),
+            errors=attempts.with_error(errors, error, history),
             lease_worker_id=None,
             lease_expires_at=None,
         )

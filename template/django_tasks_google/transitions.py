@@ -32,7 +32,7 @@ from .claiming import (
 )
 from .errors import PermanentTaskError, TaskCancelled
 from .outcomes import AttemptOutcome, Claim, Outcome, answer
-from .serialization import error_entry, storable_text
+from .serialization import storable_text
 
 if TYPE_CHECKING:
     from .backend_rules import BackendRules
@@ -132,9 +132,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
         if give_back and not backend.run_once:
             last = False
         changes: dict[str, Any] = {
-            "errors": attempts.clip_history(
-                [*execution.errors, error_entry(error)], backend.max_history_entries
-            )
+            "errors": attempts.with_error(execution.errors, error, backend.max_history_entries)
         }
         if last:
             changes.update(status=FAILED, finished_at=timezone.now())
@@ -188,9 +186,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
             return None if outcome.retry else FAILED
         last = attempts.is_last_abandoned(execution, backend, counted=count_attempt)
         changes: dict[str, Any] = {
-            "errors": attempts.clip_history(
-                [*execution.errors, error_entry(error)], backend.max_history_entries
-            ),
+            "errors": attempts.with_error(execution.errors, error, backend.max_history_entries),
             "lease_worker_id": None,
             "lease_expires_at": None,
         }
@@ -229,7 +225,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
             execution,
             status=FAILED,
             finished_at=timezone.now(),
-            errors=attempts.clip_history([*execution.errors, error_entry(error)], history),
+            errors=attempts.with_error(execution.errors, error, history),
         )
         if changed:
             logger.error(
@@ -261,9 +257,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
                 "finished_at": now,
                 "lease_worker_id": None,
                 "lease_expires_at": None,
-                "errors": attempts.clip_history(
-                    [*execution.errors, error_entry(error)], backend.max_history_entries
-                ),
+                "errors": attempts.with_error(execution.errors, error, backend.max_history_entries),
             }
             if force:
                 changes["force_cancel"] = True

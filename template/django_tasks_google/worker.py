@@ -309,26 +309,31 @@ class Worker:
 
     def _release_if_unrecorded(self, attempt: Running, exitcode: int | None) -> None:
         claim = attempt.claim
-        row = TaskExecution.objects.filter(pk=claim.execution_id, lease_worker_id=claim.lease_id).first()
-        if row is None or row.status != TaskResultStatus.RUNNING:
+        execution = TaskExecution.objects.filter(
+            pk=claim.execution_id, lease_worker_id=claim.lease_id
+        ).first()
+        if execution is None or execution.status != TaskResultStatus.RUNNING:
             return
         how = "was killed" if attempt.killed else f"exited with code {exitcode}"
-        logger.warning("Task %s: the process running it %s before recording an outcome", row.pk, how)
-        error: Exception = TaskInterrupted(f"The process running attempt {row.attempts} {how}.")
+        error: Exception = TaskInterrupted(f"The process running attempt {execution.attempts} {how}.")
         if attempt.why_terminated == TIMED_OUT:
             error = TaskTimeout(
-                f"Attempt {row.attempts} ran past its timeout of {attempt.timeout} and {how}."
+                f"Attempt {execution.attempts} ran past its timeout of {attempt.timeout} and {how}."
             )
-        self._release(claim, error, row=row, count_attempt=attempt.why_terminated != SHUTDOWN)
+        self._release(claim, error, execution=execution, count_attempt=attempt.why_terminated != SHUTDOWN)
 
     def _release(
-        self, claim: Claim, error: Exception, *, row: TaskExecution | None = None, count_attempt: bool = True
+        self,
+        claim: Claim,
+        error: Exception,
+        *,
+        execution: TaskExecution | None = None,
+        count_attempt: bool = True,
     ) -> None:
-        row = row or TaskExecution.objects.filter(pk=claim.execution_id).first()
-        if row is not None and row.lease_worker_id == claim.lease_id:
-            status = release_abandoned(row, error, count_attempt=count_attempt)
-            if status:
-                logger.warning("Task %s is %s again", row.pk, status)
+        """Give the attempt back or fail it (release_abandoned logs the one line saying which and why)."""
+        execution = execution or TaskExecution.objects.filter(pk=claim.execution_id).first()
+        if execution is not None and execution.lease_worker_id == claim.lease_id:
+            release_abandoned(execution, error, count_attempt=count_attempt)
 
     def recover_abandoned(self, now: datetime) -> None:
         """RUNNING executions of our backends whose lease expired: their attempt died elsewhere."""
@@ -337,10 +342,8 @@ class Worker:
             status=TaskResultStatus.RUNNING,
             backend_alias__in=list(self.by_alias),
         ).exclude(pk__in=[attempt.claim.execution_id for attempt in self.running.values()])
-        for row in expired:
-            status = release_abandoned(row, lease_expired_error(row))
-            if status:
-                logger.warning("Task %s: its attempt's lease expired; it is %s now", row.pk, status)
+        for execution in expired:
+            release_abandoned(execution, lease_expired_error(execution))
 
     def fire_due_schedules(self, now: datetime) -> None:
         """Local stand-in for Cloud Scheduler: enqueue the due ScheduledTasks of our backends.
