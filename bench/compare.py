@@ -108,8 +108,7 @@ def workdir(keep: Path | None) -> Iterator[Path]:
 def build_environments(work: Path) -> dict[str, dict]:
     """The three interpreters, with the same Python and Django version; each built once per DIR."""
     ours = work / "ours"
-    if not (ours / ".venv" / "bin" / "python").exists():
-        render(ours)
+    render(ours)  # always: the working tree is what is measured, also in a kept DIR
     python = ours / ".venv" / "bin" / "python"
     (ours / "staticfiles").mkdir(exist_ok=True)  # WhiteNoise warns on every start without it
     django_version = subprocess.check_output(

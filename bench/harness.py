@@ -8,6 +8,7 @@ with `--project PATH` it is rendered there once and reused by later runs.
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,8 +48,13 @@ def rendered_project(path: Path | None) -> Iterator[Path]:
 
 
 def render(dest: Path) -> None:
+    """Render the working tree into `dest` afresh, keeping only its virtualenv (so a re-sync is quick)."""
     print(f"Rendering and syncing a service in {dest} (--project PATH keeps one)", file=sys.stderr)
-    render_service(dest, {"database": "sqlite"})
+    if dest.exists():
+        for child in dest.iterdir():
+            if child.name != ".venv":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    render_service(dest, {"database": "sqlite"}, overwrite=True)
     subprocess.run([str(UV), "sync", "--quiet"], cwd=dest, env=service_env(), check=True)
 
 
