@@ -44,7 +44,8 @@ from .notify import Listener
 from .outcomes import Claimed
 from .scheduling.local_cron import CatchUp, LocalCron
 from .worker_child import CANCEL_SIGNAL, drop_broken_connections
-from .worker_pool import ChildEvent, Pool, PoolChild
+from .worker_pool import ChildEvent, Pool, PoolChild, signal_process, signal_process_group
+from .worker_settings import WorkerSettings
 
 logger = logging.getLogger("django_tasks_google.worker")
 
@@ -70,41 +71,6 @@ class Running:
     killed: bool = False
     told_cancelled: bool = False
     why_terminated: str = ""
-
-
-@dataclass
-class WorkerSettings:
-    max_workers: int
-    poll_interval: float
-    batch_size: int
-    shutdown_timeout: float
-    kill_grace: float
-    recycle_after: int
-    max_child_rss_mb: float | None
-
-    @classmethod
-    def from_backends(
-        cls,
-        backends: list[ProcessBackend],
-        *,
-        max_workers: int | None = None,
-        poll_interval: float | None = None,
-        batch_size: int | None = None,
-        recycle_after: int | None = None,
-        max_child_rss_mb: float | None = None,
-    ) -> WorkerSettings:
-        """Command-line values win; otherwise the most generous value among the served backends
-        (the strictest for recycling children)."""
-        rss_limits = [b.config.worker_max_child_rss_mb for b in backends if b.config.worker_max_child_rss_mb]
-        return cls(
-            max_workers=max_workers or max(b.max_workers for b in backends),
-            poll_interval=poll_interval or min(b.poll_interval for b in backends),
-            batch_size=batch_size or max(b.batch_size for b in backends),
-            shutdown_timeout=max(b.shutdown_timeout for b in backends),
-            kill_grace=max(b.kill_grace for b in backends),
-            recycle_after=recycle_after or min(b.config.worker_recycle_after for b in backends),
-            max_child_rss_mb=max_child_rss_mb or (min(rss_limits) if rss_limits else None),
-        )
 
 
 @dataclass
@@ -410,20 +376,3 @@ class Worker:
                 "%s received: finishing running tasks (send it again to interrupt them)",
                 signal.Signals(signum).name,
             )
-
-
-def signal_process_group(pid: int, signum: int) -> None:
-    """Signal the child's process group (the task's own subprocesses too), or the child alone if
-    it has not made its group yet."""
-    try:
-        os.killpg(pid, signum)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-    except PermissionError:
-        pass
-
-
-def signal_process(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)

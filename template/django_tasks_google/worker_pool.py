@@ -7,9 +7,10 @@ copy, the pages they share with the worker), so it starts in about a millisecond
 database connection once, then runs the attempts the worker hands it, one at a time.
 
 Isolation stays per attempt: the worker signals only the child running the attempt it cancels or
-times out, and that child is not reused (the worker retires it; a fresh fork takes its place
-when needed). A child is also retired after `recycle_after` attempts and when its resident memory
-passes `max_rss_bytes`, so a task that leaks cannot grow the worker for ever.
+times out (`signal_process_group`: the task's own subprocesses too), and that child is not reused
+(the worker retires it; a fresh fork takes its place when needed). A child is also retired after
+`recycle_after` attempts and when its resident memory passes `max_rss_bytes`, so a task that leaks
+cannot grow the worker for ever.
 
 No multiprocessing fork server or resource tracker: a child is a plain `os.fork()`, and each talks
 to the worker over one socket pair (`multiprocessing.Pipe`, which starts no helper process).
@@ -167,3 +168,20 @@ class Pool:
         child = PoolChild(pid=pid, pipe=ours)
         self.children[pid] = child
         return child
+
+
+def signal_process_group(pid: int, signum: int) -> None:
+    """Signal the child's process group (the task's own subprocesses too), or the child alone if
+    it has not made its group yet."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    except PermissionError:
+        pass
+
+
+def signal_process(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)

@@ -15,7 +15,8 @@ from django.tasks import task_backends
 from django_tasks_google.backends import ProcessBackend
 from django_tasks_google.scheduling.declared import upsert_declared_locally
 from django_tasks_google.scheduling.local_cron import MAX_CATCH_UP_SLOTS, CatchUp
-from django_tasks_google.worker import Worker, WorkerSettings
+from django_tasks_google.worker import Worker
+from django_tasks_google.worker_settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
