@@ -15,6 +15,7 @@ unreachable for a whole lease period, the lease is presumed lost as well.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -53,6 +54,9 @@ class Heartbeat:
         self._leases: set[_Lease] = set()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        # When the thread next wakes by itself (monotonic; inf: only when notified). A lease due
+        # later needs no wake-up, so a run of short attempts does not ping the thread each time.
+        self._wake_at = math.inf
 
     @contextmanager
     def holding(
@@ -68,25 +72,25 @@ class Heartbeat:
         lease = _Lease(execution_id, lease_id, duration, interval.total_seconds(), lost)
         with self._changed:
             self._leases.add(lease)
-            self._ensure_thread()
-            self._changed.notify()
+            if self._ensure_thread() or lease.due_at < self._wake_at:
+                self._changed.notify()
         try:
             yield
         finally:
             with self._changed:
+                # No wake-up: the thread closes its connection when it next wakes and finds no lease.
                 self._leases.discard(lease)
-                if not self._leases:
-                    self._changed.notify()  # to close its connection
 
-    def _ensure_thread(self) -> None:
+    def _ensure_thread(self) -> bool:
+        """Start the thread if this process has none; whether it did."""
         if self._pid != os.getpid():
             # A forked child inherits the object but not the thread.
-            self._pid, self._thread = os.getpid(), None
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run, name="django-tasks-google-heartbeat", daemon=True
-            )
-            self._thread.start()
+            self._pid, self._thread, self._wake_at = os.getpid(), None, math.inf
+        if self._thread is not None and self._thread.is_alive():
+            return False
+        self._thread = threading.Thread(target=self._run, name="django-tasks-google-heartbeat", daemon=True)
+        self._thread.start()
+        return True
 
     def _run(self) -> None:
         connected = False
@@ -102,7 +106,9 @@ class Heartbeat:
                         # Idle: hold no database connection while no lease is held.
                         connections.close_all()
                         connected = False
+                    self._wake_at = math.inf if due is None else due
                     self._changed.wait(None if due is None else due - now)
+                self._wake_at = math.inf
             self._renew(leases)
             connected = True
 
