@@ -213,6 +213,26 @@ class ExecutionQuerySet(ClaimingQuerySet):
             send_finished(execution)
         return FAILED if last else READY
 
+    def unclaim(self, claim: Claim, execution: TaskExecution) -> bool:
+        """Undo a claim whose attempt never started, under its lease: READY again, as before the claim.
+
+        The local worker claims a few executions ahead of its free children; those it still holds
+        when it stops go back without an attempt used or an error recorded. False: the lease is
+        gone (cancelled meanwhile).
+        """
+        changes: dict[str, Any] = {
+            "status": READY,
+            "attempts": max(execution.attempts - 1, 0),
+            "worker_ids": execution.worker_ids[:-1],
+            "lease_worker_id": None,
+            "lease_expires_at": None,
+            "started_at": None if claim.first_start else execution.started_at,
+        }
+        if not self._held(claim.execution_id, claim.lease_id).update(**changes):
+            return False
+        logger.info("Task %s (%s) given back unstarted: READY", execution.pk, execution.module_path)
+        return True
+
     def fail_undelivered(self, execution: TaskExecution, error: BaseException, why: str) -> bool:
         """FAILED, with `error` recorded, for a READY execution nobody will deliver.
 

@@ -3,8 +3,11 @@
 It claims READY executions in batches (priority first, then oldest; `TaskExecution.objects.claim_due`)
 and hands each to a long-lived child of its pool (worker_pool.py), which runs many attempts, one
 at a time. The claim is the executor's lease, so several workers (or a worker and a stray
-`execute_task`) never run one attempt twice. It claims again when a child is free and the last
-batch was full, when PostgreSQL notifies it of an enqueue (notify.py), and every poll interval.
+`execute_task`) never run one attempt twice. It keeps up to one claimed execution per child
+waiting (`ahead`), so a child that finishes starts its next attempt at once instead of waiting for a
+claim; a waiting claim's lease is renewed like a running one's, and the ones still waiting when
+the worker stops are given back unstarted (`unclaim`: no attempt used). It claims again when the
+last batch was full, when PostgreSQL notifies it of an enqueue (notify.py), and every poll interval.
 It supervises running attempts every poll interval, `UPKEEP_INTERVAL` apart at most (forceful
 cancellation; timeouts where the backend `enforces_timeout`), and recovers executions whose
 attempt died elsewhere and fires due schedules every `UPKEEP_INTERVAL`: none of it after every
@@ -26,6 +29,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from multiprocessing.connection import wait
@@ -66,11 +70,31 @@ class Running:
     claim: Claim
     backend: ProcessBackend
     timeout: timedelta | None
-    claimed_at: datetime
+    started_at: datetime
     terminated_at: float | None = None  # monotonic time of our SIGTERM
     killed: bool = False
     told_cancelled: bool = False
     why_terminated: str = ""
+
+
+@dataclass(eq=False)
+class Waiting:
+    """A claimed execution waiting for a free child, and when its lease was last extended."""
+
+    claimed: Claimed
+    backend: ProcessBackend
+    renewed_at: float  # monotonic
+
+    def renew_due(self) -> float:
+        interval: timedelta = self.backend.heartbeat_interval
+        return self.renewed_at + interval.total_seconds()
+
+    def startable(self) -> bool:
+        """Whether its lease outlasts the first heartbeat of the child that would run it."""
+        timeout: timedelta = self.backend.heartbeat_timeout
+        interval: timedelta = self.backend.heartbeat_interval
+        expires = self.renewed_at + timeout.total_seconds()
+        return time.monotonic() + interval.total_seconds() < expires
 
 
 @dataclass
@@ -90,12 +114,16 @@ class Worker:
         self.pool = Pool(
             recycle_after=self.settings.recycle_after,
             max_rss_bytes=None if rss is None else int(rss * 2**20),
+            idle_seconds=self.settings.idle_child_seconds,
             after_fork=self._in_child,
         )
         self.listener: Listener | None = None
         self.wakeup_fds: tuple[int, int] = (-1, -1)
         # Whether READY executions may be waiting: the last batch was full, or an enqueue was notified.
         self.more = True
+        # Claimed executions waiting for a free child, at most `ahead` beyond the free children.
+        self.waiting: deque[Waiting] = deque()
+        self.ahead = self.settings.max_workers
 
     # --- Main loop -------------------------------------------------------------------------------
 
@@ -106,7 +134,9 @@ class Worker:
         previous = self._install_signal_handlers(wakeup_w)
         try:
             self.pool.prepare()
-            if not once:
+            if once:
+                self.ahead = 0  # claim for the free children only, run those, and stop
+            else:
                 self.listen()
             logger.info(
                 "Worker started: backends %s, queues %s, %s process(es) at most%s",
@@ -128,15 +158,19 @@ class Worker:
                     if now >= next_poll:
                         next_poll = now + self.settings.poll_interval
                         self.more = True
-                    if self.more:
-                        self.claim_and_start()
+                    self.renew_waiting()
+                    self.claim_and_start()
                 except DatabaseError:
                     logger.exception("Worker poll failed; retrying")
                     drop_broken_connections()
                 if once:
                     break
                 deadlines = [next_poll, next_upkeep, *([next_look] if self.running else [])]
+                deadlines += [waiting.renew_due() for waiting in self.waiting]
+                if (next_retirement := self.pool.retire_idle()) is not None:
+                    deadlines.append(next_retirement)
                 self.wait(min(deadlines) - time.monotonic())
+            self.give_back_waiting()
             self.drain(finish=once and not self.stop_signals)
         finally:
             self.pool.close()
@@ -179,15 +213,57 @@ class Worker:
     # --- Claiming and starting -------------------------------------------------------------------
 
     def claim_and_start(self) -> None:
-        free = self.settings.max_workers - len(self.running)
-        if free <= 0:
-            return
-        limit = min(free, self.settings.batch_size)
-        claimed = TaskExecution.objects.claim_due(self.backends, queues=self.queues, limit=limit)
-        # Fewer than asked: nothing more is due now; claim again at the next poll or notification.
-        self.more = len(claimed) == limit
-        for one in claimed:
-            self.start(one)
+        """Start waiting executions on the free children, then claim to keep `ahead` more waiting."""
+        self.start_waiting()
+        while self.more:
+            wanted = self.settings.max_workers - len(self.running) + self.ahead - len(self.waiting)
+            if wanted <= 0:
+                return
+            limit = min(wanted, self.settings.batch_size)
+            claimed = TaskExecution.objects.claim_due(self.backends, queues=self.queues, limit=limit)
+            # Fewer than asked: nothing more is due now; claim again at the next poll or notification.
+            self.more = len(claimed) == limit
+            renewed_at = time.monotonic()
+            for one in claimed:
+                self.waiting.append(Waiting(one, self.by_alias[one.execution.backend_alias], renewed_at))
+            self.start_waiting()
+
+    def start_waiting(self) -> None:
+        while self.waiting and len(self.running) < self.settings.max_workers:
+            waiting = self.waiting.popleft()
+            if waiting.startable():
+                self.start(waiting.claimed)
+            else:
+                # Its lease could not be renewed (database unreachable) and is about to lapse:
+                # recover_abandoned() returns the execution once it has.
+                logger.warning(
+                    "Task %s: its claim expired before a child was free", waiting.claimed.claim.execution_id
+                )
+
+    def renew_waiting(self) -> None:
+        """Extend the leases of the waiting claims that are due, as the heartbeat does a running one's."""
+        now = time.monotonic()
+        due = [waiting for waiting in self.waiting if waiting.renew_due() <= now]
+        for waiting in due:
+            until = timezone.now() + waiting.backend.heartbeat_timeout
+            claim = waiting.claimed.claim
+            if TaskExecution.objects.renew([(claim.execution_id, claim.lease_id)], until=until):
+                waiting.renewed_at = now
+                waiting.claimed.execution.lease_expires_at = until
+            else:
+                logger.info("Task %s was cancelled before it started", claim.execution_id)
+                self.waiting.remove(waiting)
+
+    def give_back_waiting(self) -> None:
+        """The worker stops: return the claims no child started (no attempt used)."""
+        while self.waiting:
+            claimed = self.waiting.popleft().claimed
+            try:
+                TaskExecution.objects.unclaim(claimed.claim, claimed.execution)
+            except DatabaseError:
+                # Its lease expires and recover_abandoned() (ours or another worker's) returns it.
+                logger.exception("Task %s: could not give back its claim", claimed.claim.execution_id)
+                drop_broken_connections()
 
     def start(self, claimed: Claimed) -> None:
         execution = claimed.execution
@@ -202,7 +278,8 @@ class Worker:
             claim=claimed.claim,
             backend=self.by_alias[execution.backend_alias],
             timeout=execution.timeout,
-            claimed_at=execution.last_attempted_at or timezone.now(),
+            # Not the claim's time (`last_attempted_at`): a claim may wait for a child first.
+            started_at=timezone.now(),
         )
 
     def child_event(self, event: ChildEvent) -> None:
@@ -247,7 +324,7 @@ class Worker:
                 elif (
                     attempt.backend.enforces_timeout
                     and attempt.timeout is not None
-                    and now >= attempt.claimed_at + attempt.timeout
+                    and now >= attempt.started_at + attempt.timeout
                 ):
                     self.terminate(attempt, TIMED_OUT)
         self.escalate()
@@ -307,7 +384,10 @@ class Worker:
             Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True),
             status=TaskResultStatus.RUNNING,
             backend_alias__in=list(self.by_alias),
-        ).exclude(pk__in=[attempt.claim.execution_id for attempt in self.running.values()])
+        ).exclude(
+            pk__in=[attempt.claim.execution_id for attempt in self.running.values()]
+            + [waiting.claimed.claim.execution_id for waiting in self.waiting]
+        )
         for execution in expired:
             release_abandoned(execution, lease_expired_error(execution))
 

@@ -10,7 +10,8 @@ Isolation stays per attempt: the worker signals only the child running the attem
 times out (`signal_process_group`: the task's own subprocesses too), and that child is not reused
 (the worker retires it; a fresh fork takes its place when needed). A child is also retired after
 `recycle_after` attempts and when its resident memory passes `max_rss_bytes`, so a task that leaks
-cannot grow the worker for ever.
+cannot grow the worker for ever, and after `idle_seconds` without an attempt, so an idle worker is
+one process: the next attempt forks a new child from the warm worker, a few milliseconds.
 
 No multiprocessing fork server or resource tracker: a child is a plain `os.fork()`, and each talks
 to the worker over one socket pair (`multiprocessing.Pipe`, which starts no helper process).
@@ -23,6 +24,7 @@ import gc
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
@@ -47,6 +49,8 @@ class PoolChild:
     busy: bool = False
     rss_bytes: int = 0
     exitcode: int | None = None
+    # Monotonic time of its fork or of its last answer (meaningful while not busy).
+    idle_since: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class ChildEvent:
 class Pool:
     recycle_after: int
     max_rss_bytes: int | None
+    # Seconds without an attempt after which an idle child is retired (None: never).
+    idle_seconds: float | None = None
     # Run in a new child right after the fork (the worker closes its own descriptors there).
     after_fork: Callable[[], None] = lambda: None
     children: dict[int, PoolChild] = field(default_factory=dict)
@@ -111,10 +117,25 @@ class Pool:
                 events.append(ChildEvent(child, answered=False))
                 continue
             child.busy = False
+            child.idle_since = time.monotonic()
             child.attempts += 1
             events.append(ChildEvent(child, answered=True))
             self._recycle_if_due(child)
         return events
+
+    def retire_idle(self) -> float | None:
+        """Retire the children idle for `idle_seconds`; when the next one would be (None: never)."""
+        if self.idle_seconds is None:
+            return None
+        now = time.monotonic()
+        for child in [child for child in self.children.values() if not child.busy]:
+            if now - child.idle_since >= self.idle_seconds:
+                logger.info(
+                    "Worker child %s idle for %.0fs: letting it exit", child.pid, now - child.idle_since
+                )
+                self.retire(child)
+        idle = [child.idle_since for child in self.children.values() if not child.busy]
+        return min(idle) + self.idle_seconds if idle else None
 
     def retire(self, child: PoolChild) -> None:
         """Let the child exit (it sees its pipe close) and forget it."""

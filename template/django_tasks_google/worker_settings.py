@@ -21,6 +21,8 @@ class WorkerSettings:
     kill_grace: float
     recycle_after: int
     max_child_rss_mb: float | None
+    # Seconds without an attempt after which a child exits (None: children stay).
+    idle_child_seconds: float | None
 
     @classmethod
     def from_backends(
@@ -32,10 +34,15 @@ class WorkerSettings:
         batch_size: int | None = None,
         recycle_after: int | None = None,
         max_child_rss_mb: float | None = None,
+        idle_child_seconds: float | None = None,
     ) -> WorkerSettings:
         """Command-line values win; otherwise the most generous value among the served backends
         (the strictest for recycling children)."""
         rss_limits = [b.config.worker_max_child_rss_mb for b in backends if b.config.worker_max_child_rss_mb]
+        if idle_child_seconds is None:
+            # The longest idle period; 0 (children stay) is longer than any.
+            idle_limits = [b.config.worker_idle_child_seconds for b in backends]
+            idle_child_seconds = max(idle_limits) if all(idle_limits) else 0
         return cls(
             max_workers=max_workers or max(b.max_workers for b in backends),
             poll_interval=poll_interval or min(b.poll_interval for b in backends),
@@ -44,4 +51,5 @@ class WorkerSettings:
             kill_grace=max(b.kill_grace for b in backends),
             recycle_after=recycle_after or min(b.config.worker_recycle_after for b in backends),
             max_child_rss_mb=max_child_rss_mb or (min(rss_limits) if rss_limits else None),
+            idle_child_seconds=idle_child_seconds or None,
         )

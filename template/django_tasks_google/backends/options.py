@@ -217,6 +217,9 @@ class ProcessOptions(BackendOptions):
     worker_recycle_after: int = field(default=500, metadata=option("integer", minimum=1))
     # ... and when its resident memory grows past this many MB after an attempt (0: no limit).
     worker_max_child_rss_mb: float = field(default=0, metadata=option("number", minimum=0))
+    # A child idle for this many seconds exits, so an idle worker is one process (0: children
+    # stay); the next task forks a new one, which takes a few milliseconds.
+    worker_idle_child_seconds: float = field(default=5.0, metadata=option("number", minimum=0))
 
     def refine(self, reader: OptionReader) -> Self:
         refined = super().refine(reader)

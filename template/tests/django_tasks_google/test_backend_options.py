@@ -36,6 +36,7 @@ def test_process_backend_defaults() -> None:
     assert (backend.max_attempts, backend.max_workers, backend.batch_size) == (1, 4, 4)
     assert backend.poll_interval == 1.0
     assert (backend.worker_recycle_after, backend.worker_max_child_rss_mb) == (500, 0)
+    assert backend.worker_idle_child_seconds == 5.0
     assert backend.supports_defer and not backend.supports_force_cancel
     assert backend.timeout_range == (timedelta(seconds=15), timedelta(minutes=30))
     assert backend.heartbeat_enabled
@@ -94,6 +95,7 @@ def test_missing_gcp_options_are_check_errors_not_import_errors() -> None:
         ({"worker_recycle_after": 0}, "worker_recycle_after must be at least 1"),
         ({"worker_max_child_rss_mb": -1}, "worker_max_child_rss_mb must be at least 0"),
         ({"worker_max_child_rss_mb": "1G"}, "worker_max_child_rss_mb must be a number"),
+        ({"worker_idle_child_seconds": -1}, "worker_idle_child_seconds must be at least 0"),
         ({"max_history_entries": 0}, "max_history_entries must be at least 1"),
         ({"queue_aliases": ["default"]}, "queue_aliases must map queue names"),
         ({"run_once": 1}, "run_once must be True or False"),

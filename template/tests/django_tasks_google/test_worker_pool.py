@@ -1,8 +1,10 @@
 """The worker's pool of long-lived children, its batch claim and its PostgreSQL wakeup, as real processes.
 
 A child runs many attempts (the tasks report the pid that ran them), is replaced when it is
-killed, after `--recycle-after` attempts or past `--max-child-rss-mb`; `claim_due` never hands
-one execution to two claimers; on PostgreSQL an enqueue wakes an idle worker before its poll.
+killed, after `--recycle-after` attempts or past `--max-child-rss-mb`, and exits when idle (the
+next task forks another); `claim_due` never hands one execution to two claimers; a claim waiting
+for a busy child keeps its lease and is given back unstarted when the worker stops; on PostgreSQL
+an enqueue wakes an idle worker before its poll.
 """
 
 import os
@@ -20,7 +22,7 @@ from django.utils import timezone
 
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import sample_tasks
-from tests.processes import PROJECT_ROOT, finished, manage_env, pid_exists, started, worker
+from tests.processes import PROJECT_ROOT, finished, manage_env, pid_exists, started, wait_for, worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,6 +81,41 @@ def test_a_killed_child_is_replaced_and_its_attempt_released(markers: Path, tmp_
         assert "exited with code -9" in row.errors[0]["traceback"]
         [replacement] = run_pids([sample_tasks.record_run.enqueue(str(markers))], process)
     assert replacement != killed and not pid_exists(killed)
+
+
+def test_an_idle_child_exits_and_the_next_task_forks_another(markers: Path, tmp_path: Path) -> None:
+    args = ("--backend", "test-tasks", "--max-workers", "1", "--idle-child-seconds", "0.5")
+    with worker(*args, log_dir=tmp_path) as process:
+        [first] = run_pids([sample_tasks.record_run.enqueue(str(markers))], process)
+        wait_for(lambda: not pid_exists(first), message="the idle child to exit")
+        [second] = run_pids([sample_tasks.record_run.enqueue(str(markers))], process)
+    assert second not in (first, process.pid)
+    assert f"Worker child {first} idle for" in process.output()
+
+
+def test_a_claim_waiting_for_a_busy_child_keeps_its_lease_and_is_given_back_at_shutdown(
+    markers: Path, tmp_path: Path
+) -> None:
+    busy = sample_tasks.sleep.enqueue(str(markers), 60)
+    waiting = sample_tasks.add.enqueue(1, 2)
+
+    def row() -> TaskExecution:
+        return TaskExecution.objects.get(pk=int(waiting.id))
+
+    with worker("--backend", "test-tasks", "--max-workers", "1", log_dir=tmp_path) as process:
+        started(markers, process)
+        # Claimed ahead of the one child, which is busy: RUNNING, not started.
+        claimed = wait_for(lambda: (r := row()).status == "RUNNING" and r, message="the claim ahead")
+        # Renewed like a running attempt's (heartbeat every 0.2 s in the test settings).
+        wait_for(lambda: row().lease_expires_at > claimed.lease_expires_at, message="a lease renewal")
+        process.send(signal.SIGTERM)
+        process.send(signal.SIGTERM)  # and do not wait for the busy one
+        assert process.wait() == 0
+    given_back = row()
+    assert (given_back.status, given_back.attempts, given_back.worker_ids) == ("READY", 0, [])
+    assert (given_back.errors, given_back.started_at, given_back.lease_worker_id) == ([], None, None)
+    assert f"Task {waiting.id} (" in process.output() and "given back unstarted" in process.output()
+    assert TaskExecution.objects.get(pk=int(busy.id)).status == "READY"
 
 
 def test_started_from_another_directory(markers: Path) -> None:

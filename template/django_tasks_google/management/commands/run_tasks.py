@@ -28,6 +28,13 @@ def positive_int(value: str) -> int:
     return number
 
 
+def non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError(value)
+    return number
+
+
 def positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -70,6 +77,15 @@ class Command(BaseCommand):
             help="Replace a worker process whose memory grew past MB (default: worker_max_child_rss_mb).",
         )
         parser.add_argument(
+            "--idle-child-seconds",
+            type=non_negative_float,
+            metavar="SECONDS",
+            help=(
+                "Let a worker process exit after SECONDS without a task; 0: keep it "
+                "(default: worker_idle_child_seconds, 5)."
+            ),
+        )
+        parser.add_argument(
             "--once", action="store_true", help="Poll once, wait for the tasks started, exit."
         )
         parser.add_argument(
@@ -99,6 +115,7 @@ class Command(BaseCommand):
             batch_size=options["batch_size"],
             recycle_after=options["recycle_after"],
             max_child_rss_mb=options["max_child_rss_mb"],
+            idle_child_seconds=options["idle_child_seconds"],
         )
         try:
             upserted = upsert_declared_locally(backend.alias for backend in backends)
