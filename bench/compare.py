@@ -43,9 +43,9 @@ PACKAGES = {
 COMMON_PACKAGES = ["psycopg[binary]", "dj-database-url", "gunicorn", "requests", "cryptography"]
 # rounds; enqueues timed; tasks per drain; drain window (s); latency probes; idle settle (s);
 # push: in-process requests per endpoint, seconds of load per endpoint under gunicorn
-FULL = {"rounds": 2, "enqueues": 300, "tasks": 200, "window": 4.0, "probes": 10, "settle": 2.0}
+FULL = {"rounds": 2, "enqueues": 300, "tasks": 200, "window": 4.0, "probes": 10, "settle": 6.0}
 FULL |= {"requests": 200, "seconds": 3.0}
-QUICK = {"rounds": 1, "enqueues": 100, "tasks": 60, "window": 1.0, "probes": 3, "settle": 0.5}
+QUICK = {"rounds": 1, "enqueues": 100, "tasks": 60, "window": 1.0, "probes": 3, "settle": 6.0}
 QUICK |= {"requests": 30, "seconds": 1.0}
 
 
@@ -449,6 +449,7 @@ def print_report(
         row(f"idle worker PSS (shared pages split), {db} (MB)", [("idle", "pss_mb")], database, 0)
         row(f"idle worker processes, {db}", [("idle", "processes")], database, 0)
         row(f"e2e latency, idle worker, poll 0.1 s, {db} (ms)", [("idle", "latency_ms")], database, 0)
+        row(f"e2e latency, first task after 6 s idle, {db} (ms)", [("idle", "first_latency_ms")], database, 0)
         if push:
             row(
                 f"/tasks/execute/ in-process, {db} (ms/request)",

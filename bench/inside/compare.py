@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, required=True, help="seconds of draining measured")
     parser.add_argument("--concurrency", default="1,2,4")
     parser.add_argument("--probes", type=int, required=True, help="e2e latency probes")
-    parser.add_argument("--settle", type=float, default=2.0, help="seconds an idle worker gets first")
+    parser.add_argument("--settle", type=float, default=6.0, help="seconds an idle worker gets first")
     args = parser.parse_args()
     subject = Subject(args.subject, args.manage)
     results: dict[str, object] = {"enqueue": measure_enqueue(subject, args.enqueues)}
@@ -162,13 +162,19 @@ def tree_memory_mb(workers: list[subprocess.Popen]) -> tuple[float, float, int]:
     forks from a warm parent looks twice its real size; PSS (/proc/PID/smaps_rollup) splits each
     shared page between the processes sharing it, and sums to what the tree costs the machine.
     """
-    tree = process_tree([worker.pid for worker in workers])
-    rss = sum(int(fields[21]) for _, fields in tree) * PAGE / 2**20
-    pss_kb = 0
-    for pid, _ in tree:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            pss_kb += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
-    return rss, pss_kb / 1024, len(tree)
+    rss_kb = pss_kb = processes = 0
+    for pid, _ in process_tree([worker.pid for worker in workers]):
+        # Both figures from one read: a process that exits meanwhile (a retired child) counts for neither.
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                lines = [line.split() for line in rollup if line.startswith(("Rss:", "Pss:"))]
+                sizes = {fields[0].rstrip(":"): int(fields[1]) for fields in lines}
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if len(sizes) < 2:  # a zombie: no memory left
+            continue
+        rss_kb, pss_kb, processes = rss_kb + sizes["Rss"], pss_kb + sizes["Pss"], processes + 1
+    return rss_kb / 1024, pss_kb / 1024, processes
 
 
 def measure_enqueue(subject: Subject, count: int) -> dict[str, float]:
@@ -244,7 +250,7 @@ def measure_idle(subject: Subject, probes: int, settle: float) -> dict[str, floa
             time.sleep(POLL)
         time.sleep(settle)
         rss, pss, processes = tree_memory_mb(workers)
-        latencies = []
+        latencies = []  # the first one on a worker idle for `settle` seconds
         for _ in range(probes):
             time.sleep(random.uniform(0.2, 0.4))  # arrivals not in step with the poll interval
             enqueued = timezone.now()
@@ -259,7 +265,13 @@ def measure_idle(subject: Subject, probes: int, settle: float) -> dict[str, floa
             latencies.append((result.finished_at - enqueued).total_seconds() * 1000)
     finally:
         stop(workers)
-    return {"rss_mb": rss, "pss_mb": pss, "processes": processes, "latency_ms": statistics.median(latencies)}
+    return {
+        "rss_mb": rss,
+        "pss_mb": pss,
+        "processes": processes,
+        "latency_ms": statistics.median(latencies),
+        "first_latency_ms": latencies[0],
+    }
 
 
 if __name__ == "__main__":
