@@ -3,15 +3,15 @@
 It claims READY executions in batches (priority first, then oldest; `TaskExecution.objects.claim_due`)
 and hands each to a long-lived child of its pool (worker_pool.py), which runs many attempts, one
 at a time. The claim is the executor's lease, so several workers (or a worker and a stray
-`execute_task`) never run one attempt twice. It keeps up to one claimed execution per child
-waiting (`ahead`), so a child that finishes starts its next attempt at once instead of waiting for a
-claim; a waiting claim's lease is renewed like a running one's, and the ones still waiting when
-the worker stops are given back unstarted (`unclaim`: no attempt used). It claims again when the
-last batch was full, when PostgreSQL notifies it of an enqueue (notify.py), and every poll interval.
-It supervises running attempts every poll interval, `UPKEEP_INTERVAL` apart at most (forceful
-cancellation; timeouts where the backend `enforces_timeout`), and recovers executions whose
-attempt died elsewhere and fires due schedules every `UPKEEP_INTERVAL`: none of it after every
-attempt.
+`execute_task`) never run one attempt twice. Except on SQLite, it keeps up to one claimed execution
+per child waiting (`ahead`), so a child that finishes starts its next attempt at once instead of
+waiting for a claim; a waiting claim's lease is renewed like a running one's, and the ones still
+waiting when the worker stops are given back unstarted (`unclaim`: no attempt used). It claims
+again when the last batch was full, when PostgreSQL notifies it of an enqueue (notify.py), and
+every poll interval. It supervises running attempts every poll interval, `UPKEEP_INTERVAL` apart at
+most (forceful cancellation; timeouts where the backend `enforces_timeout`), and recovers
+executions whose attempt died elsewhere and fires due schedules every `UPKEEP_INTERVAL`: none of it
+after every attempt.
 
 Isolation is per attempt: a cancel or a timeout SIGTERMs only the child running it (SIGKILL after
 `kill_grace_seconds`), and that child is replaced. A child that dies mid-attempt has its attempt
@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import wait
 from types import FrameType
 
-from django.db import DatabaseError, router
+from django.db import DatabaseError, connections, router
 from django.db.models import Q
 from django.tasks import TaskResultStatus
 from django.utils import timezone
@@ -123,7 +123,10 @@ class Worker:
         self.more = True
         # Claimed executions waiting for a free child, at most `ahead` beyond the free children.
         self.waiting: deque[Waiting] = deque()
-        self.ahead = self.settings.max_workers
+        # None on SQLite: it has one write lock, so a claim made while a child runs would compete
+        # with that child's outcome for it (and SQLite's busy handler sleeps whole milliseconds).
+        single_writer = connections[router.db_for_write(TaskExecution)].vendor == "sqlite"
+        self.ahead = 0 if single_writer else self.settings.max_workers
 
     # --- Main loop -------------------------------------------------------------------------------
 

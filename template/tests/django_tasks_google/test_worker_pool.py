@@ -93,6 +93,7 @@ def test_an_idle_child_exits_and_the_next_task_forks_another(markers: Path, tmp_
     assert f"Worker child {first} idle for" in process.output()
 
 
+@postgres_only  # SQLite has one write lock: the worker claims nothing ahead there
 def test_a_claim_waiting_for_a_busy_child_keeps_its_lease_and_is_given_back_at_shutdown(
     markers: Path, tmp_path: Path
 ) -> None:
