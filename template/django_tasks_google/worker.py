@@ -307,15 +307,22 @@ class Worker:
     # --- Supervision -----------------------------------------------------------------------------
 
     def supervise(self, now: datetime) -> None:
-        """Forceful cancellation and timeouts (backends that enforce them): SIGTERM, then SIGKILL."""
+        """Forceful cancellation and timeouts (backends that enforce them): SIGTERM, then SIGKILL.
+
+        A waiting claim whose execution was cancelled is dropped: it never starts.
+        """
         if not self.running:
             return
         by_execution = {attempt.claim.execution_id: attempt for attempt in self.running.values()}
+        waiting = {waiting.claimed.claim.execution_id: waiting for waiting in self.waiting}
         cancelled = dict(
-            TaskExecution.objects.filter(pk__in=list(by_execution), cancelled_at__isnull=False).values_list(
-                "pk", "force_cancel"
-            )
+            TaskExecution.objects.filter(
+                pk__in=[*by_execution, *waiting], cancelled_at__isnull=False
+            ).values_list("pk", "force_cancel")
         )
+        for pk in cancelled.keys() & waiting.keys():
+            logger.info("Task %s was cancelled before it started", pk)
+            self.waiting.remove(waiting[pk])
         for pk, attempt in by_execution.items():
             if attempt.terminated_at is None:
                 if cancelled.get(pk):

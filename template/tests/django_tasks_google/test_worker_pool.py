@@ -20,6 +20,7 @@ from django.db import connection, connections
 from django.tasks import task_backends
 from django.utils import timezone
 
+from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
 from tests.django_tasks_google import sample_tasks
 from tests.processes import PROJECT_ROOT, finished, manage_env, pid_exists, started, wait_for, worker
@@ -117,6 +118,27 @@ def test_a_claim_waiting_for_a_busy_child_keeps_its_lease_and_is_given_back_at_s
     assert (given_back.errors, given_back.started_at, given_back.lease_worker_id) == ([], None, None)
     assert f"Task {waiting.id} (" in process.output() and "given back unstarted" in process.output()
     assert TaskExecution.objects.get(pk=int(busy.id)).status == "READY"
+
+
+@postgres_only  # SQLite has one write lock: the worker claims nothing ahead there
+def test_a_waiting_claim_whose_task_is_cancelled_never_starts(markers: Path, tmp_path: Path) -> None:
+    busy_dir, ran_dir = markers / "busy", markers / "ran"
+    busy_dir.mkdir()
+    ran_dir.mkdir()
+    sample_tasks.sleep.enqueue(str(busy_dir), 60)
+    waiting = sample_tasks.record_run.enqueue(str(ran_dir))
+    with worker("--backend", "test-tasks", "--max-workers", "1", log_dir=tmp_path) as process:
+        started(busy_dir, process)
+        wait_for(
+            lambda: TaskExecution.objects.get(pk=int(waiting.id)).status == "RUNNING", message="the claim"
+        )
+        cancel_task(waiting.id)
+        wait_for(lambda: f"Task {waiting.id} was cancelled before it started" in process.output())
+        process.send(signal.SIGTERM)
+        process.send(signal.SIGTERM)
+        assert process.wait() == 0
+    assert list(ran_dir.iterdir()) == []
+    assert TaskExecution.objects.get(pk=int(waiting.id)).status == "FAILED"
 
 
 def test_started_from_another_directory(markers: Path) -> None:
