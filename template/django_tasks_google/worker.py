@@ -123,8 +123,8 @@ class Worker:
         self.more = True
         # Claimed executions waiting for a free child, at most `ahead` beyond the free children.
         self.waiting: deque[Waiting] = deque()
-        # None on SQLite: it has one write lock, so a claim made while a child runs would compete
-        # with that child's outcome for it (and SQLite's busy handler sleeps whole milliseconds).
+        # No claim ahead on SQLite: it has one write lock, so a claim made while a child runs would
+        # compete with that child's outcome for it (and SQLite's busy handler sleeps whole milliseconds).
         single_writer = connections[router.db_for_write(TaskExecution)].vendor == "sqlite"
         self.ahead = 0 if single_writer else self.settings.max_workers
 
