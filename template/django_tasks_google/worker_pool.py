@@ -11,7 +11,8 @@ times out (`signal_process_group`: the task's own subprocesses too), and that ch
 (the worker retires it; a fresh fork takes its place when needed). A child is also retired after
 `recycle_after` attempts and when its resident memory passes `max_rss_bytes`, so a task that leaks
 cannot grow the worker for ever, and after `idle_seconds` without an attempt, so an idle worker is
-one process: the next attempt forks a new child from the warm worker, a few milliseconds.
+one process: the next attempt forks a new child from the warm worker, which connects to the
+database as it starts (on PostgreSQL that attempt starts some 10-30 ms later than on a warm child).
 
 No multiprocessing fork server or resource tracker: a child is a plain `os.fork()`, and each talks
 to the worker over one socket pair (`multiprocessing.Pipe`, which starts no helper process).

@@ -218,7 +218,7 @@ class ProcessOptions(BackendOptions):
     # ... and when its resident memory grows past this many MB after an attempt (0: no limit).
     worker_max_child_rss_mb: float = field(default=0, metadata=option("number", minimum=0))
     # A child idle for this many seconds exits, so an idle worker is one process (0: children
-    # stay); the next task forks a new one, which takes a few milliseconds.
+    # stay); the next task forks a new one, which opens its own database connection first.
     worker_idle_child_seconds: float = field(default=5.0, metadata=option("number", minimum=0))
 
     def refine(self, reader: OptionReader) -> Self:
