@@ -1,13 +1,22 @@
 """PostgreSQL LISTEN/NOTIFY between enqueue and the local worker, so pickup need not wait for a poll.
 
-An enqueue on a ProcessBackend sends `NOTIFY` once its row is committed (the backend delivers
-from `transaction.on_commit`), and an idle worker `LISTEN`s on a connection of its own; the
-notification wakes it at once. Notifications are only a hint: the poll stays, so a lost one
-(worker restarting, connection dropped) delays a task by a poll interval at most, never loses it.
-Other databases poll as before.
+What wakes a worker, and nothing else: the INSERT of a ProcessBackend enqueue. Its `max_attempts`
+value is `WakeWorkers`, which on PostgreSQL computes the value in a subquery that also calls
+`pg_notify`, so the one INSERT statement is also the notification: no second round trip. An
+idle worker `LISTEN`s on a connection of its own (`Listener`) and the notification wakes it at
+once. Rows made READY again by an UPDATE (a retry, a released attempt) notify nobody: the worker
+that makes them READY polls anyway, and a retry usually waits for its backoff. The admin's Retry
+and a fired schedule enqueue, so they notify. The cloud backends' INSERTs send nothing: no local
+worker listens for them, and a transaction that notifies takes a database-wide lock while it
+commits, which would serialise all their enqueues for nothing.
 
-PostgreSQL delivers a notification to the listeners of the same database only after the
-sending transaction commits: https://www.postgresql.org/docs/current/sql-notify.html
+A notification is only a hint: the poll stays, so a lost one (worker restarting, connection
+dropped) delays a task by a poll interval at most, never loses it. Other databases poll as before.
+
+PostgreSQL queues a notification with the transaction that sent it and delivers it to the
+listeners of the same database only once that transaction commits (never if it rolls back);
+identical ones sent by one transaction may be delivered once:
+https://www.postgresql.org/docs/current/sql-notify.html
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, connections, router
+from django.db import connections
+from django.db.models import Expression, Field, Value
 
 if TYPE_CHECKING:
-    from .models import TaskExecution
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
 
 logger = logging.getLogger("django_tasks_google.worker")
 
@@ -26,18 +37,25 @@ logger = logging.getLogger("django_tasks_google.worker")
 CHANNEL = "django_tasks_google_enqueued"
 
 
-def notify_enqueued(execution: TaskExecution) -> None:
-    """Wake the workers listening on the execution's database (PostgreSQL; a no-op elsewhere)."""
-    using = execution._state.db or router.db_for_write(type(execution))
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {CHANNEL}")
-    except DatabaseError:
-        # A hint only: the workers' poll picks the task up anyway.
-        logger.warning("Could not notify the workers of task %s", execution.pk, exc_info=True)
+class WakeWorkers(Expression):
+    """A column value of an INSERT that also notifies the listening workers (PostgreSQL).
+
+    Elsewhere it is the plain value. On PostgreSQL, `(SELECT value::type FROM pg_notify(...))`: the
+    statement's own transaction carries the notification, committed or rolled back with the row.
+    """
+
+    def __init__(self, value: object, output_field: Field[Any, Any]) -> None:
+        super().__init__(output_field=output_field)
+        self.value = value
+
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, tuple[Any, ...]]:
+        sql, params = compiler.compile(Value(self.value, output_field=self.output_field))
+        return sql, tuple(params)
+
+    def as_postgresql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, tuple[Any, ...]]:
+        sql, params = self.as_sql(compiler, connection)
+        column_type = self.output_field.db_type(connection)
+        return f"(SELECT {sql}::{column_type} FROM pg_notify(%s, ''))", (*params, CHANNEL)
 
 
 class Listener:
