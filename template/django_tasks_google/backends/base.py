@@ -198,8 +198,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             task = build_task_unvalidated(type(task), **{**task_fields(task), "run_after": run_after})
         self.validate_task(task)
         try:
-            args = json_round_trip(list(args))
-            kwargs = json_round_trip(dict(kwargs))
+            args, kwargs = json_round_trip([list(args), dict(kwargs)])
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"Arguments of task {task.module_path} must be JSON-serializable: {exc}") from exc
         database = router.db_for_write(TaskExecution)
@@ -217,15 +216,17 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             timeout=getattr(task, "timeout", None),
             **self.insert_fields(task),
         )
+        # The row's result is this task's: its arguments and return value are the task's own. The
+        # task_enqueued signal carries this same object, as Django's own backends do.
+        result = cast("TaskResult[P, R]", execution.to_task_result(task))
         # Delivered only once the row is committed: a rolled-back enqueue never runs. Outside a
         # transaction this runs at once.
         outcome: list[DispatchResult] = []
         transaction.on_commit(
-            partial(self._dispatch_committed, execution, task, outcome.append), using=database
+            partial(self._dispatch_committed, execution, result, outcome.append), using=database
         )
-        # The row's result is this task's: its arguments and return value are the task's own.
-        result = cast("TaskResult[P, R]", execution.to_task_result(task))
         if not in_transaction and outcome == [DispatchResult.FAILED]:
+            result = cast("TaskResult[P, R]", execution.to_task_result(task))  # FAILED, with the error
             raise TaskDispatchError(
                 f"Task {execution.pk} ({task.module_path}) was refused by backend {self.alias!r} and "
                 f"will not run: {execution.errors[-1]['traceback'].strip().splitlines()[-1]}",
@@ -237,7 +238,9 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
         """Columns the backend fills in the enqueue INSERT (so no UPDATE follows it)."""
         return {}
 
-    def _dispatch_committed(self, execution: TaskExecution, task: AnyTask, report: Any = None) -> None:
+    def _dispatch_committed(
+        self, execution: TaskExecution, result: AnyTaskResult, report: Any = None
+    ) -> None:
         try:
             outcome = self.dispatch(execution)
         except Exception as exc:
@@ -247,7 +250,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             report(outcome)
         if outcome != DispatchResult.FAILED:
             # Enqueued: delivered now, or (DEFERRED) by recover_tasks once the platform is back.
-            send_task_signal(task_enqueued, type(self), execution.to_task_result(task))
+            send_task_signal(task_enqueued, type(self), result)
 
     @abstractmethod
     def dispatch(self, execution: TaskExecution) -> DispatchResult:
