@@ -4,11 +4,11 @@ What wakes a worker, and nothing else: the INSERT of a ProcessBackend enqueue. I
 value is `WakeWorkers`, which on PostgreSQL computes the value in a subquery that also calls
 `pg_notify`, so the one INSERT statement is also the notification: no second round trip. An
 idle worker `LISTEN`s on a connection of its own (`Listener`) and the notification wakes it at
-once. Rows made READY again by an UPDATE (a retry, a released attempt) notify nobody: the worker
-that makes them READY polls anyway, and a retry usually waits for its backoff. The admin's Retry
-and a fired schedule enqueue, so they notify. The cloud backends' INSERTs send nothing: no local
-worker listens for them, and a transaction that notifies takes a database-wide lock while it
-commits, which would serialise all their enqueues for nothing.
+once. The admin's Retry and a fired schedule enqueue, so they notify too. Rows made READY again
+by an UPDATE (a failed attempt's retry, a released attempt) notify nobody: the next poll picks
+them up. The cloud backends' INSERTs send nothing: no local worker listens for them, and a
+transaction that notifies takes a database-wide lock while it commits, which would serialise all
+their enqueues for nothing.
 
 A notification is only a hint: the poll stays, so a lost one (worker restarting, connection
 dropped) delays a task by a poll interval at most, never loses it. Other databases poll as before.
