@@ -7,8 +7,9 @@ idle worker `LISTEN`s on a connection of its own (`Listener`) and the notificati
 once. The admin's Retry and a fired schedule enqueue, so they notify too. Rows made READY again
 by an UPDATE (a failed attempt's retry, a released attempt) notify nobody: the next poll picks
 them up. The cloud backends' INSERTs send nothing: no local worker listens for them, and a
-transaction that notifies takes a database-wide lock while it commits, which would serialise all
-their enqueues for nothing.
+transaction that notifies holds one server-wide lock from just before its commit until after it
+(`PreCommit_Notify` in https://github.com/postgres/postgres/blob/master/src/backend/commands/async.c),
+which would serialise all their enqueues' commits for nothing.
 
 A notification is only a hint: the poll stays, so a lost one (worker restarting, connection
 dropped) delays a task by a poll interval at most, never loses it. Other databases poll as before.
