@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_tasks_google.worker")
 
+type SqlParams = tuple[Any, ...]
+
 # One channel per database (NOTIFY does not cross databases); the payload is unused.
 CHANNEL = "django_tasks_google_enqueued"
 
@@ -49,11 +51,11 @@ class WakeWorkers(Expression):
         super().__init__(output_field=output_field)
         self.value = value
 
-    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, tuple[Any, ...]]:
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, SqlParams]:
         sql, params = compiler.compile(Value(self.value, output_field=self.output_field))
         return sql, tuple(params)
 
-    def as_postgresql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, tuple[Any, ...]]:
+    def as_postgresql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, SqlParams]:
         sql, params = self.as_sql(compiler, connection)
         column_type = self.output_field.db_type(connection)
         return f"(SELECT {sql}::{column_type} FROM pg_notify(%s, ''))", (*params, CHANNEL)
