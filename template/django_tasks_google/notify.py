@@ -1,7 +1,7 @@
 """PostgreSQL LISTEN/NOTIFY between enqueue and the local worker, so pickup need not wait for a poll.
 
-What wakes a worker, and nothing else: the INSERT of a ProcessBackend enqueue. Its `max_attempts`
-value is `WakeWorkers`, which on PostgreSQL computes the value in a subquery that also calls
+What wakes a worker, and nothing else: the INSERT of a ProcessBackend enqueue. On PostgreSQL its
+`max_attempts` value is `WakeWorkers` (see `waking_workers`), computed in a subquery that also calls
 `pg_notify`, so the one INSERT statement is also the notification: no second round trip. An
 idle worker `LISTEN`s on a connection of its own (`Listener`) and the notification wakes it at
 once. The admin's Retry and a fired schedule enqueue, so they notify too. Rows made READY again
@@ -40,11 +40,19 @@ type SqlParams = tuple[Any, ...]
 CHANNEL = "django_tasks_google_enqueued"
 
 
+def waking_workers(value: object, output_field: Field[Any, Any], using: str) -> object:
+    """`value` for a column of an INSERT on database `using` that must wake the listening workers:
+    a `WakeWorkers` on PostgreSQL, `value` itself elsewhere (nothing listens there)."""
+    if connections[using].vendor == "postgresql":
+        return WakeWorkers(value, output_field)
+    return value
+
+
 class WakeWorkers(Expression):
     """A column value of an INSERT that also notifies the listening workers (PostgreSQL).
 
-    Elsewhere it is the plain value. On PostgreSQL, `(SELECT value::type FROM pg_notify(...))`: the
-    statement's own transaction carries the notification, committed or rolled back with the row.
+    `(SELECT value::type FROM pg_notify(...))`: the statement's own transaction carries the
+    notification, committed or rolled back with the row. Other databases get the plain value.
     """
 
     def __init__(self, value: object, output_field: Field[Any, Any]) -> None:

@@ -204,7 +204,8 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
         database = router.db_for_write(TaskExecution)
         in_transaction = transaction.get_connection(database).in_atomic_block
         # A single INSERT is atomic by itself: no transaction of our own, so no extra statements.
-        execution = TaskExecution.objects.using(database).create(
+        # (What QuerySet.create() does, without building a QuerySet for it.)
+        execution = TaskExecution(
             priority=task.priority,
             module_path=task.module_path,
             backend_alias=self.alias,
@@ -214,8 +215,9 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             args=args,
             kwargs=kwargs,
             timeout=getattr(task, "timeout", None),
-            **self.insert_fields(task),
+            **self.insert_fields(task, database),
         )
+        execution.save(force_insert=True, using=database)
         # The row's result is this task's: its arguments and return value are the task's own. The
         # task_enqueued signal carries this same object, as Django's own backends do.
         result = cast("TaskResult[P, R]", execution.to_task_result(task))
@@ -234,8 +236,8 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             )
         return result
 
-    def insert_fields(self, task: AnyTask) -> dict[str, Any]:
-        """Columns the backend fills in the enqueue INSERT (so no UPDATE follows it)."""
+    def insert_fields(self, task: AnyTask, using: str) -> dict[str, Any]:
+        """Columns the backend fills in the enqueue INSERT on database `using` (so no UPDATE follows it)."""
         return {}
 
     def _dispatch_committed(
