@@ -16,7 +16,8 @@ dropped) delays a task by a poll interval at most, never loses it. Other databas
 
 PostgreSQL queues a notification with the transaction that sent it and delivers it to the
 listeners of the same database only once that transaction commits (never if it rolls back);
-identical ones sent by one transaction may be delivered once:
+identical ones sent by one transaction may be delivered once. Its queue holds 8 GB by default; only
+if a listening session stopped reading long enough to fill it would the enqueue's commit fail:
 https://www.postgresql.org/docs/current/sql-notify.html
 """
 
