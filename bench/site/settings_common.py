@@ -1,7 +1,7 @@
 """Settings shared by the two published subjects (django-tasks-google 0.6.0, django-tasks-db).
 
 Everything that could change a figure is the same as in the rendered service: the database from
-DATABASE_URL (conn_max_age 60, SQLite with a 20 s timeout and IMMEDIATE transactions), UTC, no
+DATABASE_URL (conn_max_age 60, SQLite with a 20 s timeout, IMMEDIATE transactions and WAL), UTC, no
 DEBUG, the same middleware.
 """
 
@@ -51,5 +51,11 @@ DATABASES = {
     "default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        }
+    )
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

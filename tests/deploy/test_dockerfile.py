@@ -75,6 +75,8 @@ def test_dockerignore_keeps_local_state_out_of_the_image(rendered: Rendered) -> 
         ".env",
         ".git/HEAD",
         "db.sqlite3",
+        "db.sqlite3-wal",  # write-ahead log and its index, next to an open database
+        "db.sqlite3-shm",
         "staticfiles/app.css",
         "tests/test_x.py",
         ".github/workflows/template-update.yml",

@@ -198,14 +198,14 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             task = build_task_unvalidated(type(task), **{**task_fields(task), "run_after": run_after})
         self.validate_task(task)
         try:
-            args = json_round_trip(list(args))
-            kwargs = json_round_trip(dict(kwargs))
+            args, kwargs = json_round_trip([list(args), dict(kwargs)])
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"Arguments of task {task.module_path} must be JSON-serializable: {exc}") from exc
         database = router.db_for_write(TaskExecution)
         in_transaction = transaction.get_connection(database).in_atomic_block
         # A single INSERT is atomic by itself: no transaction of our own, so no extra statements.
-        execution = TaskExecution.objects.using(database).create(
+        # (What QuerySet.create() does, without building a QuerySet for it.)
+        execution = TaskExecution(
             priority=task.priority,
             module_path=task.module_path,
             backend_alias=self.alias,
@@ -215,17 +215,20 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             args=args,
             kwargs=kwargs,
             timeout=getattr(task, "timeout", None),
-            **self.insert_fields(task),
+            **self.insert_fields(task, database),
         )
+        execution.save(force_insert=True, using=database)
+        # The row's result is this task's: its arguments and return value are the task's own. The
+        # task_enqueued signal carries this same object, as Django's own backends do.
+        result = cast("TaskResult[P, R]", execution.to_task_result(task))
         # Delivered only once the row is committed: a rolled-back enqueue never runs. Outside a
         # transaction this runs at once.
         outcome: list[DispatchResult] = []
         transaction.on_commit(
-            partial(self._dispatch_committed, execution, task, outcome.append), using=database
+            partial(self._dispatch_committed, execution, result, outcome.append), using=database
         )
-        # The row's result is this task's: its arguments and return value are the task's own.
-        result = cast("TaskResult[P, R]", execution.to_task_result(task))
         if not in_transaction and outcome == [DispatchResult.FAILED]:
+            result = cast("TaskResult[P, R]", execution.to_task_result(task))  # FAILED, with the error
             raise TaskDispatchError(
                 f"Task {execution.pk} ({task.module_path}) was refused by backend {self.alias!r} and "
                 f"will not run: {execution.errors[-1]['traceback'].strip().splitlines()[-1]}",
@@ -233,11 +236,13 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             )
         return result
 
-    def insert_fields(self, task: AnyTask) -> dict[str, Any]:
-        """Columns the backend fills in the enqueue INSERT (so no UPDATE follows it)."""
+    def insert_fields(self, task: AnyTask, using: str) -> dict[str, Any]:
+        """Columns the backend fills in the enqueue INSERT on database `using` (so no UPDATE follows it)."""
         return {}
 
-    def _dispatch_committed(self, execution: TaskExecution, task: AnyTask, report: Any = None) -> None:
+    def _dispatch_committed(
+        self, execution: TaskExecution, result: AnyTaskResult, report: Any = None
+    ) -> None:
         try:
             outcome = self.dispatch(execution)
         except Exception as exc:
@@ -247,7 +252,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             report(outcome)
         if outcome != DispatchResult.FAILED:
             # Enqueued: delivered now, or (DEFERRED) by recover_tasks once the platform is back.
-            send_task_signal(task_enqueued, type(self), execution.to_task_result(task))
+            send_task_signal(task_enqueued, type(self), result)
 
     @abstractmethod
     def dispatch(self, execution: TaskExecution) -> DispatchResult:

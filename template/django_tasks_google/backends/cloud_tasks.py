@@ -100,7 +100,7 @@ class CloudTasksBackend(DjangoTasksGoogleBackend):
         """
         return f"{self.queue_path(queue_name)}/tasks/{secrets.token_hex(16)}"
 
-    def insert_fields(self, task: AnyTask) -> dict[str, Any]:
+    def insert_fields(self, task: AnyTask, using: str) -> dict[str, Any]:
         return {"cloud_task_name": self.new_task_name(task.queue_name)}
 
     def build_task(self, execution: TaskExecution) -> tasks_v2.Task:

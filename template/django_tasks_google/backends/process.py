@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import IntegerField
+
 from ..models import TaskExecution
-from ..notify import notify_enqueued
+from ..notify import waking_workers
 from ..task import AnyTask
 from .base import DjangoTasksGoogleBackend
 from .cloud_run_jobs import CLOUD_RUN_JOBS_TIMEOUT_RANGE
@@ -36,13 +38,13 @@ class ProcessBackend(DjangoTasksGoogleBackend):
         self.enforces_timeout = cloud_run
         self.timeout_range = CLOUD_RUN_JOBS_TIMEOUT_RANGE if cloud_run else CLOUD_TASKS_TIMEOUT_RANGE
 
-    def insert_fields(self, task: AnyTask) -> dict[str, Any]:
-        # The attempt limit is a constant option: stored by the INSERT, so enqueue is one statement.
-        return {"max_attempts": self.config.max_attempts}
+    def insert_fields(self, task: AnyTask, using: str) -> dict[str, Any]:
+        # The attempt limit is a constant option: stored by the INSERT, which on PostgreSQL also
+        # wakes the workers (notify.py), so enqueue is one statement.
+        return {"max_attempts": waking_workers(self.config.max_attempts, IntegerField(), using)}
 
     def dispatch(self, execution: TaskExecution) -> DispatchResult:
-        """Nothing to send: the worker polls the table (and on PostgreSQL is woken by a NOTIFY)."""
-        notify_enqueued(execution)
+        """Nothing to send: the INSERT woke the listening workers (notify.py), and they poll."""
         return DispatchResult.DISPATCHED
 
     def get_max_attempts(self, queue_name: str) -> int | None:

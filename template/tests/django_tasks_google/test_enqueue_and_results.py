@@ -1,10 +1,11 @@
 """Enqueue: validation, JSON arguments, run_after, timeouts, on-commit delivery, signals, results."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from django.core.cache import caches
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
@@ -15,6 +16,7 @@ from django.utils import timezone
 from django_tasks_google.backends import DjangoTasksGoogleBackend, TaskDispatchError
 from django_tasks_google.backends.delivery import DispatchResult
 from django_tasks_google.models import TaskExecution
+from django_tasks_google.notify import CHANNEL, Listener
 from tests.django_tasks_google.sample_tasks import add, echo, job_sleep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -180,15 +182,16 @@ def test_failed_delivery_inside_a_transaction_is_recorded_at_commit(enqueued_sig
     assert enqueued_signals == []
 
 
-# --- statements per enqueue (issue 17): one INSERT (and on PostgreSQL the workers' NOTIFY) ----------
+# --- statements per enqueue (issue 17): one INSERT, which on PostgreSQL also wakes the workers ---
 
 
 def test_enqueue_on_the_process_backend_is_one_insert() -> None:
     with CaptureQueriesContext(connection) as queries:
         result = add.enqueue(1, 2)
-    # On PostgreSQL the committed row also wakes the listening workers (notify.py).
-    expected = ["INSERT", "NOTIFY"] if connection.vendor == "postgresql" else ["INSERT"]
-    assert [query["sql"].split()[0] for query in queries.captured_queries] == expected
+    [insert] = [query["sql"] for query in queries.captured_queries]
+    assert insert.startswith("INSERT")
+    # On PostgreSQL the INSERT itself notifies the listening workers (notify.py).
+    assert ("pg_notify" in insert) == (connection.vendor == "postgresql")
     assert TaskExecution.objects.get(pk=result.id).max_attempts == 3
 
 
@@ -198,17 +201,50 @@ def test_enqueue_in_a_transaction_adds_only_the_insert() -> None:
     assert [query["sql"].split()[0] for query in queries.captured_queries] == ["INSERT"]
 
 
-def test_the_workers_notify_waits_for_the_commit() -> None:
-    """PostgreSQL: a rolled-back enqueue wakes no worker; other databases send nothing."""
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY: PostgreSQL")
+    opened = Listener.open(DEFAULT_DB_ALIAS)
+    assert opened is not None
+    yield opened
+    opened.close()
 
-    def notifies() -> int:
-        return sum(query["sql"].startswith("NOTIFY") for query in queries.captured_queries)
 
-    with CaptureQueriesContext(connection) as queries:
-        with transaction.atomic():
-            add.enqueue(1, 2)
-            assert notifies() == 0
-        assert notifies() == (1 if connection.vendor == "postgresql" else 0)
+def payloads_until_the_end(listener: Listener) -> list[str]:
+    """The payloads heard before an "end" notified after them (delivered in commit order)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"NOTIFY {CHANNEL}, 'end'")
+    heard = []
+    for notification in listener.connection.notifies(timeout=30):
+        if notification.payload == "end":
+            return heard
+        heard.append(notification.payload)
+    raise AssertionError(f"the 'end' notification never came; heard {heard}")
+
+
+def test_the_insert_alone_wakes_a_listening_worker(listener: Listener) -> None:
+    add.enqueue(1, 2)  # autocommit: the INSERT commits, and nothing else is sent
+    assert payloads_until_the_end(listener) == [""]
+
+
+def test_a_rolled_back_enqueue_wakes_no_worker(listener: Listener) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        add.enqueue(1, 2)
+        raise RuntimeError("rolled back")
+    assert payloads_until_the_end(listener) == []
+    with transaction.atomic():
+        add.enqueue(1, 2)
+        add.enqueue(3, 4)
+    # Notified at commit; PostgreSQL may fold one transaction's identical notifications into one.
+    assert payloads_until_the_end(listener) in ([""], ["", ""])
+
+
+def test_a_cloud_backends_insert_notifies_nobody(listener: Listener) -> None:
+    backend = {"BACKEND": f"{__name__}.CountingBackend", "QUEUES": ["default"]}
+    with override_settings(TASKS={"test-tasks": backend}):
+        add.enqueue(1, 2)
+    assert payloads_until_the_end(listener) == []
 
 
 # --- results of the backend's own alias only -----------------------------------------------------
