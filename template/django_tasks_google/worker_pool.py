@@ -207,11 +207,21 @@ def _leave_inherited_connections() -> None:
     one (a reconnection costs about as much as the fork). Closing them in the child would end the
     worker's session too (libpq sends its Terminate message on the shared socket), so the child
     keeps them referenced, unused, until it exits with `os._exit` (no finalizer runs).
+
+    A connection pool (`"pool"` in a PostgreSQL database's OPTIONS) is left behind the same way:
+    its idle connections are the worker's sockets too, and its threads did not survive the fork.
+    A child runs one attempt at a time, so it connects without a pool.
     """
     for connection in connections.all(initialized_only=True):
         if connection.connection is not None:
             _inherited.append(connection.connection)
             connection.connection = None
+    for alias in connections:
+        settings = connections.settings[alias]
+        options = settings.get("OPTIONS") or {}
+        if options.get("pool"):
+            # Every wrapper of this alias (the heartbeat thread's too) reads this very dict.
+            settings["OPTIONS"] = {name: value for name, value in options.items() if name != "pool"}
 
 
 def signal_process_group(pid: int, signum: int) -> None:

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
+from django_tasks_google.worker_pool import _leave_inherited_connections
 from tests.django_tasks_google import sample_tasks
 from tests.processes import PROJECT_ROOT, finished, manage_env, pid_exists, started, wait_for, worker
 
@@ -155,6 +156,43 @@ def test_started_from_another_directory(markers: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert TaskExecution.objects.get(pk=int(result.id)).status == "SUCCESSFUL"
+
+
+@postgres_only
+def test_a_new_child_leaves_the_workers_connection_and_pool_alone() -> None:
+    """The child opens a connection of its own, without the worker's pool, and the worker's session
+    outlives the child (closing the inherited connection would have ended it)."""
+    settings = connections.settings["default"]
+    original = settings["OPTIONS"]
+    worker_backend_pid = connection.cursor().connection.info.backend_pid
+    settings["OPTIONS"] = {**original, "pool": True}
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running any finalizer
+            code = 1
+            try:
+                _leave_inherited_connections()
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    own_pid = cursor.fetchone()[0]
+                pooled = "pool" in connections.settings["default"]["OPTIONS"]
+                os.write(write, f"{own_pid} {pooled}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _pid, status = os.waitpid(pid, 0)
+        child_backend_pid, pooled = os.read(read, 100).decode().split()
+        os.close(read)
+    finally:
+        settings["OPTIONS"] = original
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pooled == "False"
+    assert int(child_backend_pid) != worker_backend_pid
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] == worker_backend_pid
 
 
 def test_claim_due_order_limit_and_refusals() -> None:
