@@ -74,6 +74,8 @@ def run_inside(
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "TASKS_TARGET": "local",
         "GRPC_VERBOSITY": "ERROR",
+        # The service refuses to start without a key unless DJANGO_DEBUG is on (.env is manage.py's).
+        "DJANGO_SECRET_KEY": "bench-only-" + "k" * 50,
         # config, the vendored app, the sample tasks, tests.fakes (another vendored app first)
         "PYTHONPATH": ":".join([*([str(app_path)] if app_path else []), str(project)]),
         # Its own database file: a reused project's db.sqlite3 stays untouched.

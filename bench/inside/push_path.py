@@ -152,7 +152,7 @@ def measure(issuer: OidcIssuer, requests: int) -> dict[str, dict[str, float]]:
 def push_mac_header(execution_id: int) -> dict[str, str]:
     """The MAC header the backend puts on the tasks it creates (none for an app without one)."""
     try:
-        from django_tasks_google import push_mac
+        from django_tasks_google.backends import push_mac
     except ImportError:
         return {}
     name = "HTTP_" + push_mac.HEADER.upper().replace("-", "_")

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections
-from django.db.models import Q, QuerySet
+from django.db import connections, router
+from django.db.models import Field, Q, QuerySet
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import InvalidTaskBackend
 from django.tasks.signals import task_finished
@@ -48,6 +48,9 @@ SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 FINISHED_STATUSES = (SUCCESSFUL, FAILED)
 # The history length used when an execution's backend cannot even be loaded.
 FALLBACK_HISTORY = 100
+# The one-statement claim's SQL, by (model, database alias); None where the database has no
+# UPDATE ... RETURNING. Built once per process: it depends on nothing but the schema.
+_claim_ready_sql: dict[tuple[str, str], str | None] = {}
 
 
 def lease_expired_error(execution: TaskExecution) -> TaskInterrupted:
@@ -101,8 +104,73 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             setattr(execution, name, value)
         return True
 
+    @staticmethod
+    def _held_by(execution_id: int, lease_id: str) -> dict[str, object]:
+        """The guard of a lease holder's writes: the row is RUNNING under this lease."""
+        return {"pk": execution_id, "lease_worker_id": lease_id, "status": RUNNING}
+
     def _held(self, execution_id: int, lease_id: str) -> ClaimingQuerySet:
-        return self.filter(pk=execution_id, lease_worker_id=lease_id, status=RUNNING)
+        return self.filter(**self._held_by(execution_id, lease_id))
+
+    def _update_held(self, execution_id: int, lease_id: str, changes: dict[str, Any]) -> int:
+        """`_held(...).update(**changes)` (plain values only) for the push path's writes.
+
+        The same UPDATE, with each value converted by its field as QuerySet.update() does, but
+        without compiling a query each time: for a no-op task that compilation cost more than the
+        statement itself.
+        """
+        connection = connections[self._write_db()]
+        quote = connection.ops.quote_name
+        assignments: list[str] = []
+        conditions: list[str] = []
+        params: list[Any] = []
+        for name, value in changes.items():
+            field, column = self._field_column(name)
+            prepared = field.get_db_prep_save(value, connection)
+            if prepared is None:
+                assignments.append(f"{quote(column)} = NULL")
+            else:
+                assignments.append(f"{quote(column)} = %s")
+                params.append(prepared)
+        for name, value in self._held_by(execution_id, lease_id).items():
+            field, column = self._field_column(name)
+            conditions.append(f"{quote(column)} = %s")
+            params.append(field.get_db_prep_value(value, connection))
+        table = quote(self.model._meta.db_table)
+        sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            changed: int = cursor.rowcount
+        return changed
+
+    def _field_column(self, name: str) -> tuple[Field[Any, Any], str]:
+        """The concrete field called `name` ("pk" too) and its column."""
+        meta = self.model._meta
+        field = meta.pk if name == "pk" else meta.get_field(name)
+        if not isinstance(field, Field) or not field.column:
+            raise TypeError(f"{name!r} is not a column of {meta.label}")
+        return field, field.column
+
+    def _write_db(self) -> str:
+        """Where the lease writes go: the router's database for writes, as enqueue's INSERT."""
+        return router.db_for_write(self.model)
+
+    def _returning(self, db: str, sql: str, params: Sequence[object]) -> list[TaskExecution]:
+        """The rows of an `UPDATE ... RETURNING` of every concrete field's column, in field order.
+
+        What `raw()` makes of them, without its per-call look at the cursor's columns: the push
+        path's claim is this statement.
+        """
+        connection = connections[db]
+        fields = self.model._meta.concrete_fields
+        compiler = self.query.get_compiler(using=db)
+        converters = compiler.get_converters([field.get_col(self.model._meta.db_table) for field in fields])
+        with connection.cursor() as cursor:
+            # Parameters adapted as raw() adapts them (SQLite stores datetimes as naive UTC text).
+            cursor.execute(sql, [connection.ops.adapt_unknown_value(param) for param in params])
+            rows = cursor.fetchall()
+        names = [field.attname for field in fields]
+        return [self.model.from_db(db, names, row) for row in compiler.apply_converters(rows, converters)]
 
     # --- claim -----------------------------------------------------------------------------------
 
@@ -131,22 +199,13 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         self, execution_id: int, backend: BackendRules, lease_id: str, now: datetime
     ) -> TaskExecution | None:
         """The common case in one statement: a READY, due row whose history needs no clipping."""
-        json_append = self._json_append()
-        if json_append is None:
+        db = self._write_db()
+        key = (self.model._meta.label, db)
+        if key not in _claim_ready_sql:
+            _claim_ready_sql[key] = self._build_claim_ready_sql(db)
+        sql = _claim_ready_sql[key]
+        if sql is None:
             return None
-        table = connections[self.db].ops.quote_name(self.model._meta.db_table)
-        column = self._columns()
-        append, fits = (part.format(w=column["worker_ids"]) for part in json_append)
-        sql = (
-            f"UPDATE {table} SET {column['status']} = %s, {column['lease_worker_id']} = %s, "
-            f"{column['lease_expires_at']} = %s, {column['last_attempted_at']} = %s, "
-            f"{column['started_at']} = COALESCE({column['started_at']}, %s), "
-            f"{column['attempts']} = {column['attempts']} + 1, {append} "
-            f"WHERE {column['id']} = %s AND {column['status']} = %s AND {column['backend_alias']} = %s "
-            f"AND ({column['run_after']} IS NULL OR {column['run_after']} <= %s) "
-            f"AND ({column['max_attempts']} IS NULL OR {column['attempts']} < {column['max_attempts']}) "
-            f"AND {fits} RETURNING *"
-        )
         params = [
             RUNNING,
             lease_id,
@@ -161,13 +220,32 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             now,
             backend.max_history_entries,
         ]
-        rows = list(self.model.objects.using(self.db).raw(sql, params))
+        rows = self._returning(db, sql, params)
         return rows[0] if rows else None
 
-    def _json_append(self) -> tuple[str, str] | None:
+    def _build_claim_ready_sql(self, db: str) -> str | None:
+        json_append = self._json_append(db)
+        if json_append is None:
+            return None
+        table = connections[db].ops.quote_name(self.model._meta.db_table)
+        column = self._columns(db)
+        append, fits = (part.format(w=column["worker_ids"]) for part in json_append)
+        returned = ", ".join(column[field.name] for field in self.model._meta.concrete_fields)
+        return (
+            f"UPDATE {table} SET {column['status']} = %s, {column['lease_worker_id']} = %s, "
+            f"{column['lease_expires_at']} = %s, {column['last_attempted_at']} = %s, "
+            f"{column['started_at']} = COALESCE({column['started_at']}, %s), "
+            f"{column['attempts']} = {column['attempts']} + 1, {append} "
+            f"WHERE {column['id']} = %s AND {column['status']} = %s AND {column['backend_alias']} = %s "
+            f"AND ({column['run_after']} IS NULL OR {column['run_after']} <= %s) "
+            f"AND ({column['max_attempts']} IS NULL OR {column['attempts']} < {column['max_attempts']}) "
+            f"AND {fits} RETURNING {returned}"
+        )
+
+    def _json_append(self, db: str | None = None) -> tuple[str, str] | None:
         """SQL appending %s to the JSON list {w}, and testing its length against %s (None: no
         one-statement claim on this database)."""
-        connection = connections[self.db]
+        connection = connections[db or self.db]
         if not connection.features.can_return_rows_from_update:
             return None
         return {
@@ -175,8 +253,8 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             "sqlite": ("{w} = json_insert({w}, '$[#]', %s)", "json_array_length({w}) < %s"),
         }.get(connection.vendor)
 
-    def _columns(self) -> dict[str, str]:
-        q = connections[self.db].ops.quote_name
+    def _columns(self, db: str | None = None) -> dict[str, str]:
+        q = connections[db or self.db].ops.quote_name
         # Every concrete field has a column (django-stubs types `column` as optional).
         return {field.name: q(field.column) for field in self.model._meta.concrete_fields if field.column}
 
@@ -292,7 +370,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
                 "lease_worker_id": None,
                 "lease_expires_at": None,
             }
-            if not self._held(execution.pk, lease_id).update(**changes):
+            if not self._update_held(execution.pk, lease_id, changes):
                 return answer(Outcome.LEASE_HELD, retry=True)
             for name, value in changes.items():
                 setattr(execution, name, value)

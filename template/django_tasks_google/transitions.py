@@ -85,7 +85,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
         """Write the outcome in one UPDATE, only while `claim`'s lease still holds the row."""
         changes = {**changes, "lease_worker_id": None, "lease_expires_at": None}
         if not _with_reconnect(
-            self.db, lambda: self._held(claim.execution_id, claim.lease_id).update(**changes)
+            self._write_db(), lambda: self._update_held(claim.execution_id, claim.lease_id, changes)
         ):
             return False
         for name, value in changes.items():

@@ -19,6 +19,7 @@ from django.db import connections
 from django.forms.models import model_to_dict
 from django.tasks import TaskResultStatus, task_backends
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from django_tasks_google.backends import CloudTasksBackend
 from django_tasks_google.models import TaskExecution
@@ -114,6 +115,26 @@ def test_a_push_runs_the_task_and_stores_the_result(push_enqueued: Any, client: 
     assert delivered.url == f"{ORIGIN}{EXECUTE_PATH}"
     assert delivered.headers["X-CloudTasks-QueueName"] == QUEUE_ID
     assert delivered.body == f"execution_id={result.id}&backend=default".encode()
+
+
+@pytest.mark.django_db
+def test_a_push_costs_one_claim_and_one_outcome_statement(push_enqueued: Any, client: Client) -> None:
+    """Issue 17: the lease is taken by one UPDATE ... RETURNING and the outcome recorded by one
+    UPDATE under it. No read, no transaction or savepoint of our own, on SQLite and PostgreSQL."""
+    result, push = push_enqueued(push_tasks.add, 2, 3)
+    delivered = push()
+
+    with CaptureQueriesContext(connections["default"]) as queries:
+        response = delivered.send(client)
+
+    assert response.status_code == 204
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert [statement.split()[0].upper() for statement in statements] == ["UPDATE", "UPDATE"]
+    claim, outcome = statements
+    assert "RETURNING" in claim.upper()
+    assert "SUCCESSFUL" in outcome and "RETURNING" not in outcome.upper()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
 
 
 @pytest.mark.django_db
