@@ -152,8 +152,10 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         return field, field.column
 
     def _write_db(self) -> str:
-        """Where the lease writes go: the router's database for writes, as enqueue's INSERT."""
-        return router.db_for_write(self.model)
+        """Where the lease writes go: the queryset's own database (`.using()`), else the router's
+        database for writes, as enqueue's INSERT."""
+        chosen: str | None = getattr(self, "_db", None)  # set by .using(); django-stubs omits it
+        return chosen or router.db_for_write(self.model)
 
     def _returning(self, db: str, sql: str, params: Sequence[object]) -> list[TaskExecution]:
         """The rows of an `UPDATE ... RETURNING` of every concrete field's column, in field order.
