@@ -22,9 +22,8 @@ from django.utils import timezone
 
 from django_tasks_google.base import cancel_task
 from django_tasks_google.models import TaskExecution
-from django_tasks_google.worker_pool import _leave_inherited_connections
 from tests.django_tasks_google import sample_tasks
-from tests.processes import PROJECT_ROOT, finished, manage_env, pid_exists, started, wait_for, worker
+from tests.processes import PROJECT_ROOT, finished, manage, manage_env, pid_exists, started, wait_for, worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -158,41 +157,49 @@ def test_started_from_another_directory(markers: Path) -> None:
     assert TaskExecution.objects.get(pk=int(result.id)).status == "SUCCESSFUL"
 
 
+# Run in a process of its own: forking pytest's (multi-threaded) process could deadlock the child.
+LEAVE_INHERITED = """
+import os
+from django.db import connection, connections
+from django_tasks_google.worker_pool import _leave_inherited_connections
+
+def backend_pid():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+before = backend_pid()
+settings = connections.settings["default"]
+own_options = settings["OPTIONS"]
+settings["OPTIONS"] = {**own_options, "pool": True}  # as the worker's settings would say
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        _leave_inherited_connections()
+        pooled = "pool" in connections.settings["default"]["OPTIONS"]
+        os.write(write, f"{backend_pid()} {pooled}".encode())
+        code = 0
+    finally:
+        os._exit(code)
+settings["OPTIONS"] = own_options  # the worker's connection is not really from a pool
+os.close(write)
+_pid, status = os.waitpid(pid, 0)
+print(before, backend_pid(), os.waitstatus_to_exitcode(status), os.read(read, 100).decode())
+"""
+
+
 @postgres_only
 def test_a_new_child_leaves_the_workers_connection_and_pool_alone() -> None:
     """The child opens a connection of its own, without the worker's pool, and the worker's session
     outlives the child (closing the inherited connection would have ended it)."""
-    settings = connections.settings["default"]
-    original = settings["OPTIONS"]
-    worker_backend_pid = connection.cursor().connection.info.backend_pid
-    settings["OPTIONS"] = {**original, "pool": True}
-    try:
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report, then leave without running any finalizer
-            code = 1
-            try:
-                _leave_inherited_connections()
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_backend_pid()")
-                    own_pid = cursor.fetchone()[0]
-                pooled = "pool" in connections.settings["default"]["OPTIONS"]
-                os.write(write, f"{own_pid} {pooled}".encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        _pid, status = os.waitpid(pid, 0)
-        child_backend_pid, pooled = os.read(read, 100).decode().split()
-        os.close(read)
-    finally:
-        settings["OPTIONS"] = original
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert pooled == "False"
-    assert int(child_backend_pid) != worker_backend_pid
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        assert cursor.fetchone()[0] == worker_backend_pid
+    completed = manage("shell", "-c", LEAVE_INHERITED)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    before, after, child_exit, child_backend, child_pooled = completed.stdout.splitlines()[-1].split()
+    assert (child_exit, child_pooled) == ("0", "False")
+    assert child_backend != before
+    assert after == before  # the worker's own session survived the child
 
 
 def test_claim_due_order_limit_and_refusals() -> None:
