@@ -51,6 +51,9 @@ FALLBACK_HISTORY = 100
 # The one-statement claim's SQL, by (model, database alias); None where the database has no
 # UPDATE ... RETURNING. Built once per process: it depends on nothing but the schema.
 _claim_ready_sql: dict[tuple[str, str], str | None] = {}
+# The local worker's batch claim (claim_due), likewise, by (model, database alias, number of
+# backend aliases, number of queues).
+_claim_due_sql: dict[tuple[str, str, int, int], str | None] = {}
 
 
 def lease_expired_error(execution: TaskExecution) -> TaskInterrupted:
@@ -274,40 +277,15 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         that may not run again is marked FAILED there and not returned.
         """
         by_alias = {backend.alias: backend for backend in backends}
-        json_append = self._json_append()
-        if json_append is None:
+        aliases = sorted(by_alias)
+        key = (self.model._meta.label, self.db, len(aliases), len(queues))
+        if key not in _claim_due_sql:
+            _claim_due_sql[key] = self._build_claim_due_sql(self.db, len(aliases), len(queues))
+        sql = _claim_due_sql[key]
+        if sql is None:
             return self._claim_each(by_alias, queues, limit)
         now = timezone.now()
         batch = uuid.uuid4().hex
-        connection = connections[self.db]
-        column = self._columns()
-        table = connection.ops.quote_name(self.model._meta.db_table)
-        append = json_append[0].format(w=column["worker_ids"])
-        aliases = sorted(by_alias)
-
-        def placeholders(values: Sequence[object]) -> str:
-            return ", ".join(["%s"] * len(values))
-
-        # Each backend's lease length.
-        expires = " ".join("WHEN %s THEN %s" for _ in aliases)
-        queue_filter = f"AND {column['queue_name']} IN ({placeholders(queues)}) " if queues else ""
-        lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-        # The candidates are picked once (MATERIALIZED): a subquery PostgreSQL re-ran for each
-        # row would skip the rows it had just locked and pick more than `limit`.
-        sql = (
-            f"WITH picked AS MATERIALIZED (SELECT {column['id']} FROM {table} WHERE {column['status']} = %s "
-            f"AND {column['backend_alias']} IN ({placeholders(aliases)}) {queue_filter}"
-            f"AND ({column['run_after']} IS NULL OR {column['run_after']} <= %s) "
-            f"ORDER BY {column['priority']} DESC, {column['enqueued_at']}, {column['id']} LIMIT %s{lock}) "
-            f"UPDATE {table} SET {column['status']} = %s, "
-            f"{column['lease_worker_id']} = %s || CAST({column['id']} AS TEXT), "
-            f"{column['lease_expires_at']} = CASE {column['backend_alias']} {expires} END, "
-            f"{column['last_attempted_at']} = %s, "
-            f"{column['started_at']} = COALESCE({column['started_at']}, %s), "
-            f"{column['attempts']} = {column['attempts']} + 1, {append} "
-            f"WHERE {column['status']} = %s AND {column['id']} IN (SELECT {column['id']} FROM picked) "
-            "RETURNING *"
-        )
         # The lease id is f"{batch}-{id}" (unique per attempt), as `lease_id` below.
         params: list[object] = [READY, *aliases, *queues, now, limit, RUNNING, f"{batch}-"]
         for alias in aliases:
@@ -315,7 +293,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             params += [alias, now + by_alias[alias].heartbeat_timeout]
         params += [now, now, worker_identity(), READY]
         rows = sorted(
-            self.model.objects.using(self.db).raw(sql, params),
+            self._returning(self.db, sql, params),
             key=lambda row: (-row.priority, row.enqueued_at, row.pk),
         )
         claimed = []
@@ -332,6 +310,40 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             if isinstance(result, Claimed):
                 claimed.append(result)
         return claimed
+
+    def _build_claim_due_sql(self, db: str, aliases: int, queues: int) -> str | None:
+        json_append = self._json_append(db)
+        if json_append is None:
+            return None
+        connection = connections[db]
+        column = self._columns(db)
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        append = json_append[0].format(w=column["worker_ids"])
+        returned = ", ".join(column[field.name] for field in self.model._meta.concrete_fields)
+
+        def placeholders(count: int) -> str:
+            return ", ".join(["%s"] * count)
+
+        # Each backend's lease length.
+        expires = " ".join("WHEN %s THEN %s" for _ in range(aliases))
+        queue_filter = f"AND {column['queue_name']} IN ({placeholders(queues)}) " if queues else ""
+        lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+        # The candidates are picked once (MATERIALIZED): a subquery PostgreSQL re-ran for each
+        # row would skip the rows it had just locked and pick more than `limit`.
+        return (
+            f"WITH picked AS MATERIALIZED (SELECT {column['id']} FROM {table} WHERE {column['status']} = %s "
+            f"AND {column['backend_alias']} IN ({placeholders(aliases)}) {queue_filter}"
+            f"AND ({column['run_after']} IS NULL OR {column['run_after']} <= %s) "
+            f"ORDER BY {column['priority']} DESC, {column['enqueued_at']}, {column['id']} LIMIT %s{lock}) "
+            f"UPDATE {table} SET {column['status']} = %s, "
+            f"{column['lease_worker_id']} = %s || CAST({column['id']} AS TEXT), "
+            f"{column['lease_expires_at']} = CASE {column['backend_alias']} {expires} END, "
+            f"{column['last_attempted_at']} = %s, "
+            f"{column['started_at']} = COALESCE({column['started_at']}, %s), "
+            f"{column['attempts']} = {column['attempts']} + 1, {append} "
+            f"WHERE {column['status']} = %s AND {column['id']} IN (SELECT {column['id']} FROM picked) "
+            f"RETURNING {returned}"
+        )
 
     def _claim_each(
         self, by_alias: dict[str, BackendRules], queues: Sequence[str], limit: int
