@@ -19,9 +19,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Q, QuerySet
+from django.db.models.expressions import Col
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import InvalidTaskBackend
 from django.tasks.signals import task_finished
@@ -54,6 +57,10 @@ _claim_ready_sql: dict[tuple[str, str], str | None] = {}
 # The local worker's batch claim (claim_due), likewise, by (model, database alias, number of
 # backend aliases, number of queues).
 _claim_due_sql: dict[tuple[str, str, int, int], str | None] = {}
+# Per connection (a thread's) and model: the converters of the columns that need one, by index.
+_converters: WeakKeyDictionary[BaseDatabaseWrapper, dict[str, list[tuple[int, tuple[list[Any], Col]]]]] = (
+    WeakKeyDictionary()
+)
 
 
 def lease_expired_error(execution: TaskExecution) -> TaskInterrupted:
@@ -163,19 +170,31 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
     def _returning(self, db: str, sql: str, params: Sequence[object]) -> list[TaskExecution]:
         """The rows of an `UPDATE ... RETURNING` of every concrete field's column, in field order.
 
-        What `raw()` makes of them, without its per-call look at the cursor's columns: the push
-        path's claim is this statement.
+        What `raw()` makes of them, without its per-call look at the cursor's columns and the
+        fields' converters (looked up once per connection): the push path's claim and the local
+        worker's are this statement.
         """
         connection = connections[db]
         fields = self.model._meta.concrete_fields
-        compiler = self.query.get_compiler(using=db)
-        converters = compiler.get_converters([field.get_col(self.model._meta.db_table) for field in fields])
+        by_model = _converters.setdefault(connection, {})
+        converters = by_model.get(self.model._meta.label)
+        if converters is None:
+            compiler = self.query.get_compiler(using=db)
+            columns = [field.get_col(self.model._meta.db_table) for field in fields]
+            converters = by_model[self.model._meta.label] = list(compiler.get_converters(columns).items())
         with connection.cursor() as cursor:
             # Parameters adapted as raw() adapts them (SQLite stores datetimes as naive UTC text).
             cursor.execute(sql, [connection.ops.adapt_unknown_value(param) for param in params])
             rows = cursor.fetchall()
         names = [field.attname for field in fields]
-        return [self.model.from_db(db, names, row) for row in compiler.apply_converters(rows, converters)]
+        executions = []
+        for row in rows:
+            values = list(row)
+            for index, (functions, column) in converters:
+                for function in functions:
+                    values[index] = function(values[index], column, connection)
+            executions.append(self.model.from_db(db, names, values))
+        return executions
 
     # --- claim -----------------------------------------------------------------------------------
 
