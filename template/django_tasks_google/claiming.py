@@ -297,9 +297,10 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         """
         by_alias = {backend.alias: backend for backend in backends}
         aliases = sorted(by_alias)
-        key = (self.model._meta.label, self.db, len(aliases), len(queues))
+        db = self._write_db()
+        key = (self.model._meta.label, db, len(aliases), len(queues))
         if key not in _claim_due_sql:
-            _claim_due_sql[key] = self._build_claim_due_sql(self.db, len(aliases), len(queues))
+            _claim_due_sql[key] = self._build_claim_due_sql(db, len(aliases), len(queues))
         sql = _claim_due_sql[key]
         if sql is None:
             return self._claim_each(by_alias, queues, limit)
@@ -312,7 +313,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             params += [alias, now + by_alias[alias].heartbeat_timeout]
         params += [now, now, worker_identity(), READY]
         rows = sorted(
-            self._returning(self.db, sql, params),
+            self._returning(db, sql, params),
             key=lambda row: (-row.priority, row.enqueued_at, row.pk),
         )
         claimed = []
