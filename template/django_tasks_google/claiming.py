@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -51,12 +51,9 @@ SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 FINISHED_STATUSES = (SUCCESSFUL, FAILED)
 # The history length used when an execution's backend cannot even be loaded.
 FALLBACK_HISTORY = 100
-# The one-statement claim's SQL, by (model, database alias); None where the database has no
-# UPDATE ... RETURNING. Built once per process: it depends on nothing but the schema.
-_claim_ready_sql: dict[tuple[str, str], str | None] = {}
-# The local worker's batch claim (claim_due), likewise, by (model, database alias, number of
-# backend aliases, number of queues).
-_claim_due_sql: dict[tuple[str, str, int, int], str | None] = {}
+# The claims' SQL (`_statement`), by (model, statement, database alias, its shape); None where the
+# database has no UPDATE ... RETURNING. Built once per process: it depends on nothing but the schema.
+_statements: dict[tuple[object, ...], str | None] = {}
 # Per connection (a thread's) and model: the converters of the columns that need one, by index.
 _converters: WeakKeyDictionary[BaseDatabaseWrapper, dict[str, list[tuple[int, tuple[list[Any], Col]]]]] = (
     WeakKeyDictionary()
@@ -118,6 +115,17 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
     def _held_by(execution_id: int, lease_id: str) -> dict[str, object]:
         """The guard of a lease holder's writes: the row is RUNNING under this lease."""
         return {"pk": execution_id, "lease_worker_id": lease_id, "status": RUNNING}
+
+    @staticmethod
+    def _claim_undone(execution: TaskExecution) -> dict[str, Any]:
+        """The changes that take back what a claim counted on its row: the attempt and the worker id
+        it added, and its lease (a claim refused by the policy, or given back unstarted)."""
+        return {
+            "attempts": max(execution.attempts - 1, 0),
+            "worker_ids": execution.worker_ids[:-1],
+            "lease_worker_id": None,
+            "lease_expires_at": None,
+        }
 
     def _held(self, execution_id: int, lease_id: str) -> ClaimingQuerySet:
         return self.filter(**self._held_by(execution_id, lease_id))
@@ -224,10 +232,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
     ) -> TaskExecution | None:
         """The common case in one statement: a READY, due row whose history needs no clipping."""
         db = self._write_db()
-        key = (self.model._meta.label, db)
-        if key not in _claim_ready_sql:
-            _claim_ready_sql[key] = self._build_claim_ready_sql(db)
-        sql = _claim_ready_sql[key]
+        sql = self._statement(self._build_claim_ready_sql, db)
         if sql is None:
             return None
         params = [
@@ -246,6 +251,13 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         ]
         rows = self._returning(db, sql, params)
         return rows[0] if rows else None
+
+    def _statement(self, build: Callable[..., str | None], db: str, *shape: int) -> str | None:
+        """`build(db, *shape)`, built once per process for this model (see `_statements`)."""
+        key = (self.model._meta.label, build.__name__, db, *shape)
+        if key not in _statements:
+            _statements[key] = build(db, *shape)
+        return _statements[key]
 
     def _build_claim_ready_sql(self, db: str) -> str | None:
         json_append = self._json_append(db)
@@ -266,10 +278,10 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             f"AND {fits} RETURNING {returned}"
         )
 
-    def _json_append(self, db: str | None = None) -> tuple[str, str] | None:
+    def _json_append(self, db: str) -> tuple[str, str] | None:
         """SQL appending %s to the JSON list {w}, and testing its length against %s (None: no
         one-statement claim on this database)."""
-        connection = connections[db or self.db]
+        connection = connections[db]
         if not connection.features.can_return_rows_from_update:
             return None
         return {
@@ -277,8 +289,8 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             "sqlite": ("{w} = json_insert({w}, '$[#]', %s)", "json_array_length({w}) < %s"),
         }.get(connection.vendor)
 
-    def _columns(self, db: str | None = None) -> dict[str, str]:
-        q = connections[db or self.db].ops.quote_name
+    def _columns(self, db: str) -> dict[str, str]:
+        q = connections[db].ops.quote_name
         # Every concrete field has a column (django-stubs types `column` as optional).
         return {field.name: q(field.column) for field in self.model._meta.concrete_fields if field.column}
 
@@ -298,10 +310,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         by_alias = {backend.alias: backend for backend in backends}
         aliases = sorted(by_alias)
         db = self._write_db()
-        key = (self.model._meta.label, db, len(aliases), len(queues))
-        if key not in _claim_due_sql:
-            _claim_due_sql[key] = self._build_claim_due_sql(db, len(aliases), len(queues))
-        sql = _claim_due_sql[key]
+        sql = self._statement(self._build_claim_due_sql, db, len(aliases), len(queues))
         if sql is None:
             return self._claim_each(by_alias, queues, limit)
         now = timezone.now()
@@ -398,11 +407,8 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             changes = {
                 "status": FAILED,
                 "finished_at": timezone.now(),
-                "attempts": execution.attempts - 1,
-                "worker_ids": execution.worker_ids[:-1],
+                **self._claim_undone(execution),
                 "errors": attempts.with_error(execution.errors, refusal, backend.max_history_entries),
-                "lease_worker_id": None,
-                "lease_expires_at": None,
             }
             if not self._update_held(execution.pk, lease_id, changes):
                 return answer(Outcome.LEASE_HELD, retry=True)

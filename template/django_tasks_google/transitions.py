@@ -222,10 +222,7 @@ class ExecutionQuerySet(ClaimingQuerySet):
         """
         changes: dict[str, Any] = {
             "status": READY,
-            "attempts": max(execution.attempts - 1, 0),
-            "worker_ids": execution.worker_ids[:-1],
-            "lease_worker_id": None,
-            "lease_expires_at": None,
+            **self._claim_undone(execution),
             "started_at": None if claim.first_start else execution.started_at,
         }
         if not self._held(claim.execution_id, claim.lease_id).update(**changes):
