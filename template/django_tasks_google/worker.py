@@ -254,8 +254,12 @@ class Worker:
                 waiting.renewed_at = now
                 waiting.claimed.execution.lease_expires_at = until
             else:
-                logger.info("Task %s was cancelled before it started", claim.execution_id)
-                self.waiting.remove(waiting)
+                self.drop_cancelled(waiting)
+
+    def drop_cancelled(self, waiting: Waiting) -> None:
+        """A waiting claim whose execution was cancelled: dropped, it never starts."""
+        logger.info("Task %s was cancelled before it started", waiting.claimed.claim.execution_id)
+        self.waiting.remove(waiting)
 
     def give_back_waiting(self) -> None:
         """The worker stops: return the claims no child started (no attempt used)."""
@@ -321,8 +325,7 @@ class Worker:
             ).values_list("pk", "force_cancel")
         )
         for pk in cancelled.keys() & waiting.keys():
-            logger.info("Task %s was cancelled before it started", pk)
-            self.waiting.remove(waiting[pk])
+            self.drop_cancelled(waiting[pk])
         for pk, attempt in by_execution.items():
             if attempt.terminated_at is None:
                 if cancelled.get(pk):

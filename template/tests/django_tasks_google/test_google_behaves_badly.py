@@ -73,10 +73,21 @@ def scenario(
     google_emulator: GoogleEmulator,
     tmp_path: Path,
 ) -> Scenario:
-    """A scenario on the "default" alias (Cloud Tasks); its name is the test's, minus "test_"."""
+    """A scenario on the "default" alias (Cloud Tasks)."""
     tasks = prepare(settings, env)
     if tasks["default"]["BACKEND"] != "django_tasks_google.backends.CloudTasksBackend":
         pytest.skip("this project's default alias runs on Cloud Run Jobs")
+    return named_scenario(request, google_emulator, gunicorn, env, tmp_path)
+
+
+def named_scenario(
+    request: pytest.FixtureRequest,
+    google_emulator: GoogleEmulator,
+    gunicorn: Gunicorn,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> Scenario:
+    """Pushes reach this test's service; the scenario is named after the test, minus "test_"."""
     google_emulator.front_end.route(DEPLOYMENT.url, gunicorn.url)
     return Scenario(request.node.name.removeprefix("test_"), google_emulator, env, tmp_path)
 
@@ -250,9 +261,8 @@ def job_scenario(
     tasks = prepare(settings, env)
     if tasks.get("jobs", {}).get("BACKEND") != "django_tasks_google.backends.CloudRunJobsBackend":
         pytest.skip("this project has no Cloud Run Jobs alias")
-    google_emulator.front_end.route(DEPLOYMENT.url, gunicorn.url)
     google_emulator.run_jobs(container_launcher(env), grace_seconds=2)
-    return Scenario(request.node.name.removeprefix("test_"), google_emulator, env, tmp_path)
+    return named_scenario(request, google_emulator, gunicorn, env, tmp_path)
 
 
 def test_job_every_execution_runs_once(job_scenario: Scenario) -> None:
