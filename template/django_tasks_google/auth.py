@@ -31,25 +31,28 @@ header and passes ``Authorization`` through unverified, so any holder of ``roles
 could send a hand-made token. None of this makes a push trustworthy on its own: the views also
 require the push's MAC (``backends/push_mac.py``), which only this service can make.
 
-Verification uses google-auth's ``google.auth.jwt.decode`` (signature, times, audience) on
-certificates cached here, rather than ``google.oauth2.id_token.verify_token``, which downloads
-the certificates on every call.
+The signature is verified with google-auth's RSA verifier, built once per certificate and cached
+with the certificates here, rather than by ``google.oauth2.id_token.verify_token``, which
+downloads the certificates on every call, or ``google.auth.jwt.decode``, which parses the
+certificate into a key again on every call. The token is parsed once, and its claims are checked
+by one rule (``_check_claims``) whether we or Cloud Run checked the signature.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import requests
 from django.http import HttpRequest
-from google.auth import exceptions as google_auth_exceptions
-from google.auth import jwt as google_jwt
+from google.auth import crypt
 
 logger = logging.getLogger(__name__)
 
@@ -131,35 +134,38 @@ def verify_id_token(
     clock_skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS,
     trust_platform_signature: bool = False,
 ) -> dict[str, Any]:
-    """``verify_push`` for a bare token (see the module docstring for every check)."""
+    """``verify_push`` for a bare token (see the module docstring for every check).
+
+    The token is parsed once; its signature is checked with the verifier cached for its key id,
+    then its claims by ``_check_claims``, the same rule whether we or Cloud Run checked the
+    signature.
+    """
     audiences = _non_empty_list(audience, "audience")
     accounts = {email.lower() for email in _non_empty_list(service_account, "service_account")}
     segments = token.split(".")
     if len(segments) != 3:
         raise PushAuthError(401, "Malformed ID token.")
-    if segments[2] == SIGNATURE_REMOVED:
-        if not trust_platform_signature:
-            raise PushAuthError(
-                401,
-                "The ID token's signature was removed by Cloud Run (a private service forwards tokens "
-                "it has verified that way); enable trust_platform_signature for such a service.",
-            )
-        unsigned = f"{segments[0]}.{segments[1]}."
-        _check_stripped_header(unsigned)
-        claims = _decode_unverified(unsigned)
-        _check_times(claims, clock_skew_seconds)
-        if claims.get("aud") not in audiences:
-            raise PushAuthError(401, f"Invalid ID token: wrong audience {claims.get('aud')!r}.")
-    else:
-        claims = _decode_verified(token, audiences, certs_url, clock_skew_seconds)
-        _check_lifetime(claims)
-    if claims.get("iss") not in GOOGLE_ISSUERS:
-        raise PushAuthError(401, f"Invalid ID token: issuer {claims.get('iss')!r} is not Google.")
-    email = claims.get("email")
-    if not isinstance(email, str) or email.lower() not in accounts:
-        raise PushAuthError(403, f"Unexpected caller: {email!r} is not the configured service account.")
-    if claims.get("email_verified") is not True:
-        raise PushAuthError(403, f"Unexpected caller: the email {email!r} is not verified.")
+    encoded_header, encoded_claims, encoded_signature = segments
+    stripped = encoded_signature == SIGNATURE_REMOVED
+    if stripped and not trust_platform_signature:
+        raise PushAuthError(
+            401,
+            "The ID token's signature was removed by Cloud Run (a private service forwards tokens "
+            "it has verified that way); enable trust_platform_signature for such a service.",
+        )
+    header, claims = _json_segment(encoded_header), _json_segment(encoded_claims)
+    kid = _google_key_id(header)
+    if not stripped:
+        signature = _base64url(encoded_signature)
+        verifier = _certs_cache(certs_url).verifier(kid)
+        signed = f"{encoded_header}.{encoded_claims}".encode("ascii")
+        try:
+            valid = verifier.verify(signed, signature)
+        except (ValueError, TypeError):  # a certificate whose key is not RSA
+            valid = False
+        if not valid:
+            raise PushAuthError(401, "Invalid ID token: Could not verify token signature.")
+    _check_claims(claims, audiences, accounts, clock_skew_seconds)
     return claims
 
 
@@ -169,46 +175,65 @@ def clear_certs_cache() -> None:
         _caches.clear()
 
 
-def _decode_verified(
-    token: str, audiences: list[str], certs_url: str, clock_skew_seconds: int
-) -> dict[str, Any]:
+# --- parsing: a JWT is base64url(header).base64url(claims).base64url(signature) ----------------
+
+
+def _base64url(segment: str) -> bytes:
+    """A JWT segment's bytes (unpadded base64url, RFC 7515 section 2), as google-auth decodes it."""
     try:
-        header = google_jwt.decode_header(token)
-    except (ValueError, google_auth_exceptions.GoogleAuthError):
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise PushAuthError(401, "Malformed ID token.") from None
+
+
+def _json_segment(segment: str) -> dict[str, Any]:
+    """The JSON object a header or claims segment holds."""
+    try:
+        value = json.loads(_base64url(segment))
+    except ValueError:  # not JSON, or not UTF-8
+        raise PushAuthError(401, "Malformed ID token.") from None
+    if not isinstance(value, dict):
+        raise PushAuthError(401, "Malformed ID token.")
+    return value
+
+
+def _google_key_id(header: Mapping[str, Any]) -> str:
+    """The key id of a header shaped as Google's ID tokens are: RS256, signed by a named key.
+
+    Whoever checks the signature (google-auth's RSA verifier here, or Cloud Run for a stripped
+    token), a token of another shape was not issued by Google.
+    """
     if header.get("alg") != "RS256":
-        raise PushAuthError(401, f"Invalid ID token: unsupported algorithm {header.get('alg')!r}.")
+        raise PushAuthError(
+            401,
+            f"Invalid ID token: unsupported algorithm {header.get('alg')!r} "
+            "(a Google ID token is RS256 with a key id).",
+        )
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
-        raise PushAuthError(401, "Invalid ID token: no key id.")
-    certificate = _certs_cache(certs_url).certificate(kid)
-    try:
-        claims = google_jwt.decode(
-            token, certs={kid: certificate}, audience=audiences, clock_skew_in_seconds=clock_skew_seconds
-        )
-    except (ValueError, TypeError, google_auth_exceptions.GoogleAuthError) as exc:
-        raise PushAuthError(401, f"Invalid ID token: {exc}") from None
-    return dict(claims)
+        raise PushAuthError(401, "Invalid ID token: no key id (a Google ID token is RS256 with a key id).")
+    return kid
 
 
-def _check_stripped_header(unsigned: str) -> None:
-    """A token Cloud Run stripped was a Google ID token: RS256, with the key id that signed it."""
-    try:
-        header = google_jwt.decode_header(unsigned)
-    except (ValueError, google_auth_exceptions.GoogleAuthError):
-        raise PushAuthError(401, "Malformed ID token.") from None
-    kid = header.get("kid")
-    if header.get("alg") != "RS256" or not isinstance(kid, str) or not kid:
-        raise PushAuthError(
-            401, "Invalid ID token: not the shape of a Google ID token (RS256 with a key id)."
-        )
+# --- claims: one rule, whoever checked the signature ---------------------------------------------
 
 
-def _decode_unverified(token: str) -> dict[str, Any]:
-    try:
-        return dict(google_jwt.decode(token, verify=False))
-    except (ValueError, google_auth_exceptions.GoogleAuthError):
-        raise PushAuthError(401, "Malformed ID token.") from None
+def _check_claims(
+    claims: Mapping[str, Any], audiences: list[str], accounts: set[str], clock_skew_seconds: int
+) -> None:
+    """The checks Google lists for an ID token (https://developers.google.com/identity/sign-in/web/backend-auth:
+    ``aud``, ``iss`` either form of accounts.google.com, ``exp``), with google-auth's ``iat`` and
+    clock skew, and the caller's identity (``email``, ``email_verified``)."""
+    _check_times(claims, clock_skew_seconds)
+    if claims.get("aud") not in audiences:
+        raise PushAuthError(401, f"Invalid ID token: wrong audience {claims.get('aud')!r}.")
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        raise PushAuthError(401, f"Invalid ID token: issuer {claims.get('iss')!r} is not Google.")
+    email = claims.get("email")
+    if not isinstance(email, str) or email.lower() not in accounts:
+        raise PushAuthError(403, f"Unexpected caller: {email!r} is not the configured service account.")
+    if claims.get("email_verified") is not True:
+        raise PushAuthError(403, f"Unexpected caller: the email {email!r} is not verified.")
 
 
 def _is_time(value: object) -> TypeGuard[int | float]:
@@ -217,21 +242,17 @@ def _is_time(value: object) -> TypeGuard[int | float]:
 
 
 def _check_times(claims: Mapping[str, Any], clock_skew_seconds: int) -> None:
-    """The ``iat``/``exp`` checks google-auth makes, for tokens whose signature Cloud Run checked."""
+    """``iat``/``exp`` as google-auth checks them (either may be off by the clock skew), and a
+    lifetime no longer than Google gives its ID tokens (a longer one was not issued by Google)."""
     issued_at, expires_at = claims.get("iat"), claims.get("exp")
     if not (_is_time(issued_at) and _is_time(expires_at)):
         raise PushAuthError(401, "Invalid ID token: iat and exp must be numbers.")
     now = time.time()
     if now < issued_at - clock_skew_seconds:
-        raise PushAuthError(401, "Invalid ID token: token used too early.")
+        raise PushAuthError(401, "Invalid ID token: Token used too early.")
     if now > expires_at + clock_skew_seconds:
-        raise PushAuthError(401, "Invalid ID token: token expired.")
-    _check_lifetime(claims)
-
-
-def _check_lifetime(claims: Mapping[str, Any]) -> None:
-    """Google's ID tokens live one hour; a longer-lived one was not issued by Google."""
-    if claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME_SECONDS:
+        raise PushAuthError(401, "Invalid ID token: Token expired.")
+    if expires_at - issued_at > MAX_TOKEN_LIFETIME_SECONDS:
         raise PushAuthError(
             401, "Invalid ID token: it claims to live longer than a Google ID token (1 hour)."
         )
@@ -250,9 +271,32 @@ def _non_empty_list(value: str | Sequence[str], name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class _Certs:
+    """One fetched certificate set, with the verifiers built from it.
+
+    A verifier is built once per certificate (parsing the PEM costs more than verifying a
+    signature) and lives as long as its set: a refetch (expiry, or a key id not seen yet) brings
+    a new set, and with it new verifiers. google-auth's RSAVerifier is meant for this, "to verify
+    many messages with the same certificate":
+    https://googleapis.dev/python/google-auth/latest/reference/google.auth.crypt.html
+    """
+
     by_kid: dict[str, str]
     fetched_at: float  # time.monotonic()
     expires_at: float
+    verifiers: dict[str, crypt.RSAVerifier] = field(default_factory=dict)
+
+    def verifier(self, kid: str) -> crypt.RSAVerifier:
+        verifier = self.verifiers.get(kid)
+        if verifier is None:
+            try:
+                verifier = crypt.RSAVerifier.from_string(self.by_kid[kid])
+            except (ValueError, TypeError):
+                raise PushAuthError(
+                    401, f"Invalid ID token: the certificate for key id {kid!r} cannot be read."
+                ) from None
+            # Two threads may both build it; either result is the same verifier.
+            self.verifiers[kid] = verifier
+        return verifier
 
 
 class _CertsCache:
@@ -263,10 +307,11 @@ class _CertsCache:
         self._lock = threading.Lock()
         self._certs: _Certs | None = None
 
-    def certificate(self, kid: str) -> str:
+    def verifier(self, kid: str) -> crypt.RSAVerifier:
+        """The verifier of the certificate `kid` names, from a fresh certificate set."""
         certs = self._certs
         if certs is not None and time.monotonic() < certs.expires_at and kid in certs.by_kid:
-            return certs.by_kid[kid]
+            return certs.verifier(kid)
         with self._lock:  # one fetch at a time; waiting threads then find the fresh certificates
             certs, now = self._certs, time.monotonic()
             if (
@@ -277,7 +322,7 @@ class _CertsCache:
                 certs = self._certs = self._fetch()
             if kid not in certs.by_kid:
                 raise PushAuthError(401, f"Invalid ID token: no certificate for key id {kid!r}.")
-            return certs.by_kid[kid]
+            return certs.verifier(kid)
 
     def _fetch(self) -> _Certs:
         try:

@@ -282,6 +282,49 @@ def test_unknown_key_ids_do_not_cause_a_fetch_storm(oidc_issuer: OidcIssuer) -> 
     assert oidc_issuer.fetch_count == 1  # within the cooldown, unknown kids are refused without a fetch
 
 
+def test_each_certificate_is_parsed_once(oidc_issuer: OidcIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    build = auth.crypt.RSAVerifier.from_string
+
+    def counted(certificate: str) -> auth.crypt.RSAVerifier:
+        parsed.append(certificate)
+        return build(certificate)
+
+    monkeypatch.setattr(auth.crypt.RSAVerifier, "from_string", counted)
+
+    for _ in range(5):
+        check(oidc_issuer, oidc_issuer.mint(AUDIENCE, SERVICE_ACCOUNT))
+
+    assert parsed == [oidc_issuer.key.certificate_pem]
+
+
+def test_a_refetched_certificate_set_replaces_the_cached_verifiers(oidc_issuer: OidcIssuer) -> None:
+    oidc_issuer.max_age = 0  # every verification fetches the certificates again
+    before = oidc_issuer.mint(AUDIENCE, SERVICE_ACCOUNT)
+    assert check(oidc_issuer, before)
+    oidc_issuer.reissue_key()  # another key, published under the same key id
+
+    after = oidc_issuer.mint(AUDIENCE, SERVICE_ACCOUNT)
+
+    assert check(oidc_issuer, after)["email"] == SERVICE_ACCOUNT
+    error = refused(oidc_issuer, before)
+    assert (error.status, error.message) == (401, "Invalid ID token: Could not verify token signature.")
+    assert oidc_issuer.fetch_count == 3
+
+
+def test_a_signature_by_another_published_key_is_401(oidc_issuer: OidcIssuer) -> None:
+    first = oidc_issuer.key
+    oidc_issuer.rotate_key()  # both keys are published now
+    check(oidc_issuer, oidc_issuer.mint(AUDIENCE, SERVICE_ACCOUNT))
+    # Validly signed, by the new key, but naming the first key's id.
+    misnamed = oidc_issuer.mint(AUDIENCE, SERVICE_ACCOUNT, kid=first.kid)
+
+    error = refused(oidc_issuer, misnamed)
+
+    assert (error.status, error.message) == (401, "Invalid ID token: Could not verify token signature.")
+    assert check(oidc_issuer, oidc_issuer.mint(AUDIENCE, SERVICE_ACCOUNT, signing_key=first))
+
+
 def test_unavailable_certificates_are_503(oidc_issuer: OidcIssuer) -> None:
     oidc_issuer.error_status = 500
 

@@ -32,7 +32,7 @@ GOOGLE_ISSUER = "https://accounts.google.com"
 class SigningKey:
     """An RSA key with its self-signed certificate and Google-style key id (40 hex chars)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kid: str | None = None) -> None:
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         now = datetime.datetime.now(datetime.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-oidc-issuer")])
@@ -47,7 +47,7 @@ class SigningKey:
             .sign(self.private_key, hashes.SHA256())
         )
         self.certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-        self.kid = hashlib.sha1(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+        self.kid = kid or hashlib.sha1(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
         private_pem = self.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
@@ -62,11 +62,12 @@ class OidcIssuer:
 
     ``wrong_key`` is a second key that is never published: a token signed with it (under the
     published kid) must fail signature verification. ``rotate_key()`` publishes and starts
-    using a new key, for tests of certificate refetching on an unknown kid.
+    using a new key, for tests of certificate refetching on an unknown kid; ``reissue_key()``
+    replaces the current key by a new one under the same kid.
     """
 
     def __init__(self) -> None:
-        self.key = SigningKey()
+        self.key = self._first_key = SigningKey()
         self.wrong_key = SigningKey()
         self._published = [self.key]
         self._lock = threading.Lock()
@@ -138,11 +139,19 @@ class OidcIssuer:
             self._published.append(self.key)
             return self.key
 
+    def reissue_key(self) -> SigningKey:
+        """Publish a new key under the current key's id, in its place, and sign with it from now on."""
+        with self._lock:
+            old = self.key
+            self.key = SigningKey(kid=old.kid)
+            self._published[self._published.index(old)] = self.key
+            return self.key
+
     def reset(self) -> None:
         """Back to the first key and default serving behaviour; fetch counter to zero."""
         with self._lock:
-            self.key = self._published[0]
-            del self._published[1:]
+            self.key = self._first_key
+            self._published = [self.key]
             self.max_age = 3600
             self.age = None
             self.error_status = None
