@@ -36,13 +36,16 @@ def attempt_number(attempts_started: int, transport_attempt: int | None) -> int:
     return max(transport_attempt or 0, attempts_started + 1)
 
 
-def refusal(execution: TaskExecution, backend: BackendRules) -> PermanentTaskError | None:
-    """Why no further attempt of `execution` may start (None: one may), from the row's own count."""
+def refusal(execution: TaskExecution, backend: BackendRules, limit: int | None) -> PermanentTaskError | None:
+    """Why no further attempt of `execution` may start (None: one may), from the row's own count.
+
+    `limit` is `attempt_limit(execution, backend)`, which the caller looks up once (the claim hands
+    it on to the attempt: looking it up may read a cache).
+    """
     if backend.run_once and execution.attempts > 0:
         return PermanentTaskError(
             f"run_once: attempt {execution.attempts} did not finish, and the task must not run twice."
         )
-    limit = attempt_limit(execution, backend)
     if limit is not None and execution.attempts >= limit:
         return PermanentTaskError(f"No attempts left: all {limit} attempts were used.")
     return None

@@ -51,8 +51,9 @@ SUCCESSFUL = TaskResultStatus.SUCCESSFUL
 FINISHED_STATUSES = (SUCCESSFUL, FAILED)
 # The history length used when an execution's backend cannot even be loaded.
 FALLBACK_HISTORY = 100
-# The claims' SQL (`_statement`), by (model, statement, database alias, its shape); None where the
-# database has no UPDATE ... RETURNING. Built once per process: it depends on nothing but the schema.
+# The claims' and the lease holder's SQL (`_statement`), by (model, statement, database alias, its
+# shape); None where the database has no UPDATE ... RETURNING. Built once per process: it depends on
+# nothing but the schema.
 _statements: dict[tuple[object, ...], str | None] = {}
 # Per connection (a thread's) and model: the converters of the columns that need one, by index.
 _converters: WeakKeyDictionary[BaseDatabaseWrapper, dict[str, list[tuple[int, tuple[list[Any], Col]]]]] = (
@@ -135,31 +136,31 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
 
         The same UPDATE, with each value converted by its field as QuerySet.update() does, but
         without compiling a query each time: for a no-op task that compilation cost more than the
-        statement itself.
+        statement itself. Its SQL is built once per set of columns written (`_statement`).
         """
-        connection = connections[self._write_db()]
-        quote = connection.ops.quote_name
-        assignments: list[str] = []
-        conditions: list[str] = []
-        params: list[Any] = []
-        for name, value in changes.items():
-            field, column = self._field_column(name)
-            prepared = field.get_db_prep_save(value, connection)
-            if prepared is None:
-                assignments.append(f"{quote(column)} = NULL")
-            else:
-                assignments.append(f"{quote(column)} = %s")
-                params.append(prepared)
-        for name, value in self._held_by(execution_id, lease_id).items():
-            field, column = self._field_column(name)
-            conditions.append(f"{quote(column)} = %s")
-            params.append(field.get_db_prep_value(value, connection))
-        table = quote(self.model._meta.db_table)
-        sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)}"
+        db = self._write_db()
+        connection = connections[db]
+        held = self._held_by(execution_id, lease_id)
+        sql = self._statement(self._build_update_sql, db, len(changes), *changes, *held)
+        assert sql is not None  # this builder always builds one
+        params = [
+            self._field_column(name)[0].get_db_prep_save(value, connection) for name, value in changes.items()
+        ]
+        params += [
+            self._field_column(name)[0].get_db_prep_value(value, connection) for name, value in held.items()
+        ]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             changed: int = cursor.rowcount
         return changed
+
+    def _build_update_sql(self, db: str, assigned: int, *names: str) -> str:
+        """`UPDATE ... SET` the first `assigned` of `names` `WHERE` the others equal (a None
+        parameter binds NULL)."""
+        quote = connections[db].ops.quote_name
+        columns = [f"{quote(self._field_column(name)[1])} = %s" for name in names]
+        table = quote(self.model._meta.db_table)
+        return f"UPDATE {table} SET {', '.join(columns[:assigned])} WHERE {' AND '.join(columns[assigned:])}"
 
     def _field_column(self, name: str) -> tuple[Field[Any, Any], str]:
         """The concrete field called `name` ("pk" too) and its column."""
@@ -252,7 +253,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         rows = self._returning(db, sql, params)
         return rows[0] if rows else None
 
-    def _statement(self, build: Callable[..., str | None], db: str, *shape: int) -> str | None:
+    def _statement(self, build: Callable[..., str | None], db: str, *shape: int | str) -> str | None:
         """`build(db, *shape)`, built once per process for this model (see `_statements`)."""
         key = (self.model._meta.label, build.__name__, db, *shape)
         if key not in _statements:
@@ -400,8 +401,9 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
     ) -> Claimed | AttemptOutcome:
         """Check a claim taken in one statement against what SQL could not (run_once, the
         backend's limit), and give it up as FAILED if the policy refuses it."""
+        limit = attempts.attempt_limit(execution, backend)
         execution.attempts -= 1
-        refusal = attempts.refusal(execution, backend)
+        refusal = attempts.refusal(execution, backend, limit)
         execution.attempts += 1
         if refusal is not None:
             changes = {
@@ -420,7 +422,7 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             send_finished(execution)
             return answer(Outcome.FAILED, FAILED)
         number = attempts.attempt_number(execution.attempts - 1, transport_attempt)
-        claim = _claim_of(execution, lease_id, number, counted_by_row=transport_attempt is None)
+        claim = _claim_of(execution, lease_id, number, limit, counted_by_row=transport_attempt is None)
         return Claimed(claim, execution)
 
     def _claim_read(
@@ -463,7 +465,8 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
                 FALLBACK_HISTORY,
             )
         history = own_backend.max_history_entries
-        refusal = attempts.refusal(execution, own_backend)
+        limit = attempts.attempt_limit(execution, own_backend)
+        refusal = attempts.refusal(execution, own_backend, limit)
         if refusal is not None:
             return self._fail_unrun(execution, errors, refusal, history)
         claimed = self._set_as_read(
@@ -482,7 +485,8 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
             return answer(Outcome.LEASE_HELD, retry=True)
         number = attempts.attempt_number(execution.attempts - 1, transport_attempt)
         return Claimed(
-            _claim_of(execution, lease_id, number, counted_by_row=transport_attempt is None), execution
+            _claim_of(execution, lease_id, number, limit, counted_by_row=transport_attempt is None),
+            execution,
         )
 
     def _fail_unrun(
@@ -503,11 +507,14 @@ class ClaimingQuerySet(QuerySet["TaskExecution"]):
         return answer(Outcome.FAILED, FAILED)
 
 
-def _claim_of(execution: TaskExecution, lease_id: str, number: int, *, counted_by_row: bool) -> Claim:
+def _claim_of(
+    execution: TaskExecution, lease_id: str, number: int, limit: int | None, *, counted_by_row: bool
+) -> Claim:
     return Claim(
         execution_id=execution.pk,
         lease_id=lease_id,
         attempt=number,
+        limit=limit,
         counted_by_row=counted_by_row,
         first_start=execution.started_at == execution.last_attempted_at,
     )

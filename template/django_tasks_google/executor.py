@@ -145,13 +145,12 @@ class _Attempt:
     def _run(self, install_sigterm_handler: bool, cancel_signal: int | None) -> AttemptOutcome:
         execution, claim, backend = self.execution, self.claim, self.backend
         task_result = execution.to_task_result(self.task)
-        limit = attempt_limit(execution, backend)
         logger.info(
             "Task %s (%s) attempt %s%s started",
             execution.pk,
             execution.module_path,
             claim.attempt,
-            "" if limit is None else f"/{limit}",
+            "" if claim.limit is None else f"/{claim.limit}",
         )
         if claim.first_start:
             send_task_signal(task_started, type(backend), task_result)

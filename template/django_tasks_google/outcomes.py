@@ -52,6 +52,8 @@ class Claim:
     lease_id: str
     # The attempt number (1 = first): the larger of the transport's count and the row's.
     attempt: int
+    # The total attempts allowed (None: unlimited), as the claim checked them (attempts.attempt_limit).
+    limit: int | None
     # True when no transport counted the attempt (local worker, `execute_task` by hand): then an
     # attempt interrupted by a shutdown is given back instead of being used up.
     counted_by_row: bool

@@ -146,7 +146,7 @@ def _recover_ready(
         summary.counts["pending"] += 1
         return
     why = "never dispatched" if delivery == DeliveryState.NEVER_DISPATCHED else "its delivery is gone"
-    refusal = attempts.refusal(execution, backend)
+    refusal = attempts.refusal(execution, backend, attempts.attempt_limit(execution, backend))
     if summary.dry_run:
         _log(execution, f"{why}: would {'fail' if refusal else 're-dispatch'} it")
         summary.counts["failed" if refusal else "redispatched"] += 1
