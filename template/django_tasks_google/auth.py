@@ -190,7 +190,7 @@ def _json_segment(segment: str) -> dict[str, Any]:
     """The JSON object a header or claims segment holds."""
     try:
         value = json.loads(_base64url(segment))
-    except ValueError:  # not JSON, or not UTF-8
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep to parse
         raise PushAuthError(401, "Malformed ID token.") from None
     if not isinstance(value, dict):
         raise PushAuthError(401, "Malformed ID token.")

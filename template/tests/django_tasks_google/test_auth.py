@@ -107,6 +107,13 @@ def test_garbage_tokens_are_401(oidc_issuer: OidcIssuer, token: str) -> None:
     assert refused(oidc_issuer, token).status == 401
 
 
+def test_a_token_nested_too_deep_to_parse_is_401(oidc_issuer: OidcIssuer) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 100_000).rstrip(b"=").decode()
+
+    assert refused(oidc_issuer, f"{nested}.{nested}.c2lnbmF0dXJl").status == 401
+    assert oidc_issuer.fetch_count == 0
+
+
 def test_bad_signature_is_401(oidc_issuer: OidcIssuer) -> None:
     # Signed by a key that was never published, under the published key id.
     forged = oidc_issuer.mint(
