@@ -25,7 +25,7 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
-from .. import gcp
+from .. import gcp, inserting
 from ..backend_rules import BackendRules
 from ..models import TaskExecution
 from ..serialization import json_round_trip
@@ -204,7 +204,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
         database = router.db_for_write(TaskExecution)
         in_transaction = transaction.get_connection(database).in_atomic_block
         # A single INSERT is atomic by itself: no transaction of our own, so no extra statements.
-        # (What QuerySet.create() does, without building a QuerySet for it.)
+        # (What QuerySet.create() does, with the statement built once per process: inserting.py.)
         execution = TaskExecution(
             priority=task.priority,
             module_path=task.module_path,
@@ -217,7 +217,7 @@ class DjangoTasksGoogleBackend(BaseTaskBackend, BackendRules):
             timeout=getattr(task, "timeout", None),
             **self.insert_fields(task, database),
         )
-        execution.save(force_insert=True, using=database)
+        inserting.insert(execution, database)
         # The row's result is this task's: its arguments and return value are the task's own. The
         # task_enqueued signal carries this same object, as Django's own backends do.
         result = cast("TaskResult[P, R]", execution.to_task_result(task))
