@@ -13,6 +13,7 @@ returned columns converted by it, the primary key and `_state` set.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -54,13 +55,14 @@ def insert(instance: Model, using: str) -> None:
         # (position, SQL) of each column whose value is an expression: the statement's shape.
         expressions: list[tuple[int, str]] = []
         for position, field in enumerate(fields):
-            value = compiler.prepare_value(field, field.pre_save(instance, add=True))
-            if hasattr(value, "as_sql"):
-                sql, expression_params = compiler.compile(value)
+            value = field.pre_save(instance, add=True)
+            if hasattr(value, "resolve_expression"):
+                # Resolved and checked (no F(), no aggregate) by Django, then compiled into the SQL.
+                sql, expression_params = compiler.compile(compiler.prepare_value(field, value))
                 expressions.append((position, sql))
                 params.extend(expression_params)
             else:
-                params.append(value)
+                params.append(field.get_db_prep_save(value, connection))  # as prepare_value() does
         # Returned as save() returns them: the database's own columns (the id), then each
         # expression's value (stored on the instance instead of the expression).
         returning = list(meta.db_returning_fields)
@@ -82,6 +84,7 @@ def insert(instance: Model, using: str) -> None:
     post_save.send(sender=model, instance=instance, created=True, update_fields=None, raw=False, using=using)
 
 
+@cache
 def _inserted(meta: Options[Any]) -> list[Field[Any, Any]]:
     """The columns an INSERT of a new row writes, in save()'s order (the generated id is not one)."""
     return [
