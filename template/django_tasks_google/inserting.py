@@ -2,13 +2,14 @@
 
 Why: Django compiles an INSERT column by column on every save (quoting each column, asking each
 field how to write its placeholder, assembling VALUES and RETURNING). For TaskExecution's 26
-columns that compilation was most of an enqueue's CPU, more than the statement itself. The
-statement depends only on the schema, the database and which columns hold expressions (the
-ProcessBackend's `max_attempts` wakes the workers on PostgreSQL, notify.py), so it is built once
-per process, in the cache the claims' SQL uses (`claiming._statements`). Everything else stays per
-call and is Django's own: `pre_save`/`post_save` signals, each field's `pre_save(add=True)`
-(`enqueued_at`), each value prepared and each expression compiled by Django's INSERT compiler, the
-returned columns converted by it, the primary key and `_state` set.
+columns that compilation was the largest part of an enqueue's CPU, more than the statement
+itself. The statement depends only on the schema, the database and which columns hold
+expressions (the ProcessBackend's `max_attempts` wakes the workers on PostgreSQL, notify.py), so
+it is built once per process, in the cache the claims' SQL uses (`claiming._statements`).
+Everything else stays per call, as save() does it: the `pre_save`/`post_save` signals, each
+field's `pre_save(add=True)` (`enqueued_at`) and `get_db_prep_save`, each expression resolved and
+compiled by Django's INSERT compiler, the returned columns converted by it, the primary key and
+`_state` set.
 """
 
 from __future__ import annotations
